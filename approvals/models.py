@@ -1,0 +1,1 @@
+"""Approvals models arrive with their issue; the app exists now so the layering is fixed from the start."""

@@ -1,0 +1,1 @@
+# Deliberately empty: `python -m replays.engine` must run without Django being configured.

@@ -1,0 +1,51 @@
+"""Canonical JSON and the spec hash: the byte-exact forms agents and the server both compute."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+SPEC_HASH_PREFIX = "sha256:"
+
+
+class CanonicalJSONError(ValueError):
+    """The value cannot be written as canonical JSON (NaN, infinity, non-string keys, unknown types)."""
+
+
+def _check(value: Any, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CanonicalJSONError(f"{path}: {value!r} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalJSONError(f"{path}: object key {key!r} is not a string")
+            _check(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+    elif not (value is None or isinstance(value, str | int | float | bool)):
+        raise CanonicalJSONError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def canonical_json(value: Any) -> bytes:
+    """UTF-8 JSON with keys sorted, separators ',' and ':', no insignificant whitespace, non-ASCII kept as is."""
+    _check(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def spec_hash(spec: Any) -> str:
+    """`sha256:` plus the hex SHA-256 of the canonical JSON of a pipeline spec."""
+    return SPEC_HASH_PREFIX + sha256_hex(canonical_json(spec))
+
+
+def is_spec_hash(value: str) -> bool:
+    if not isinstance(value, str) or not value.startswith(SPEC_HASH_PREFIX):
+        return False
+    digest = value[len(SPEC_HASH_PREFIX) :]
+    return len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)

@@ -1,0 +1,123 @@
+"""Shared fixtures: the fixed cast of users, environments with per-environment permissions, and service gates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from functools import cache
+from urllib.parse import urlparse
+
+import pytest
+from django.db import connection
+from guardian.shortcuts import assign_perm
+from hypothesis import settings as hypothesis_settings
+
+from tests.factories import EnvironmentFactory, UserFactory
+
+hypothesis_settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
+hypothesis_settings.register_profile("dev", max_examples=30, deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+# --- services a test may need ------------------------------------------------------------------------------------
+
+
+def _tcp_open(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
+def broker_url() -> str:
+    return os.environ.get("TRACEFLUX_TEST_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@cache
+def service_problem(name: str) -> str | None:
+    """None when the service is usable here, else the reason it is not."""
+    if name == "postgresql":
+        if connection.vendor != "postgresql":
+            return "needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/traceflux (CI=true does)"
+        return None
+    if name == "redis":
+        return None if _tcp_open(redis_url(), 6379) else f"needs Redis at {redis_url()}"
+    if name == "rabbitmq":
+        return None if _tcp_open(broker_url(), 5672) else f"needs RabbitMQ at {broker_url()}"
+    if name == "chromium":
+        return None if os.path.exists("/usr/bin/chromium") else "needs Debian's chromium at /usr/bin/chromium"
+    if name == "alertmanager":
+        found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        return None if found else "needs prometheus-alertmanager on PATH"
+    raise ValueError(f"unknown service {name!r}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers(name="needs"):
+        for name in marker.args:
+            problem = service_problem(name)
+            if problem:
+                if IN_CI:
+                    pytest.fail(f"CI=true but this test {problem}", pytrace=False)
+                pytest.skip(problem)
+
+
+# --- the cast ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def environments(db):
+    """dev, staging and prod with the demo's postures."""
+    return {
+        "dev": EnvironmentFactory(slug="dev", replay_policy="allowed", execute_policy="allow", deploy_policy="allow"),
+        "staging": EnvironmentFactory(slug="staging", required_approvals=1),
+        "prod": EnvironmentFactory(slug="prod", required_approvals=2),
+    }
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="admin", is_superuser=True)
+
+
+@pytest.fixture
+def operator(environments):
+    user = UserFactory(username="operator")
+    for env in environments.values():
+        assign_perm("incidents.view_environment", user, env)
+        assign_perm("incidents.operate_environment", user, env)
+    return user
+
+
+def _approver(username: str, environments):
+    user = UserFactory(username=username)
+    for env in environments.values():
+        assign_perm("incidents.view_environment", user, env)
+    for slug in ("staging", "prod"):
+        assign_perm("incidents.approve_environment", user, environments[slug])
+    return user
+
+
+@pytest.fixture
+def approver1(environments):
+    return _approver("approver1", environments)
+
+
+@pytest.fixture
+def approver2(environments):
+    return _approver("approver2", environments)
+
+
+@pytest.fixture
+def outsider(db):
+    """Staff, signed in, but granted no environment."""
+    return UserFactory(username="outsider")

@@ -1,0 +1,30 @@
+"""The append-only audit log. Services call `audit.record(...)` inside the transaction of the change they make."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .actors import SYSTEM, AuditActor
+
+if TYPE_CHECKING:
+    from .models import AuditEvent
+
+__all__ = ["SYSTEM", "AuditActor", "record"]
+
+
+def record(
+    *,
+    action: str,
+    actor: Any = None,
+    target: Any = None,
+    environment: Any = None,
+    outcome: str = "success",
+    reason: str = "",
+    data: Any = None,
+) -> AuditEvent:
+    """Append one event to the chain. Imported lazily so this package can be imported before apps are ready."""
+    from .writer import write
+
+    return write(
+        action=action, actor=actor, target=target, environment=environment, outcome=outcome, reason=reason, data=data
+    )
