@@ -300,7 +300,9 @@ class Deployment(models.Model):
     target_regions = models.JSONField(default=list, blank=True, help_text="Empty means every region.")
     target_pops = models.JSONField(default=list, blank=True, help_text="Empty means every POP.")
     target_services = models.JSONField(default=list, blank=True, help_text="Empty means every service.")
-    status = models.CharField(max_length=20, choices=DeploymentStatus.choices, default=DeploymentStatus.PENDING_APPROVAL)
+    status = models.CharField(
+        max_length=20, choices=DeploymentStatus.choices, default=DeploymentStatus.PENDING_APPROVAL
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -372,7 +374,11 @@ class Incident(models.Model):
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="incidents")
     source_agent = models.ForeignKey(Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="incidents")
     deployment = models.ForeignKey(
-        Deployment, on_delete=models.PROTECT, null=True, blank=True, related_name="incidents",
+        Deployment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="incidents",
         help_text="The deployment active when the incident began.",
     )
     service = models.CharField(max_length=100, blank=True)

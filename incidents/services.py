@@ -70,7 +70,7 @@ def environment_create(
         "execute_policy": execute_policy,
         "deploy_policy": deploy_policy,
         "required_approvals": required_approvals,
-        "approval_ttl": approval_ttl or settings.TRACEFLUX_DEFAULT_APPROVAL_TTL,
+        "approval_ttl": settings.TRACEFLUX_DEFAULT_APPROVAL_TTL if approval_ttl is None else approval_ttl,
     }
     problems = posture_problems(**posture)
     if problems:
@@ -86,7 +86,9 @@ def environment_create(
 
 
 @transaction.atomic
-def environment_set_posture(*, environment: Environment, actor: User | None, reason: str, **posture: Any) -> Environment:
+def environment_set_posture(
+    *, environment: Environment, actor: User | None, reason: str, **posture: Any
+) -> Environment:
     """Change some posture fields at once; a contradictory result is refused whole."""
     unknown = set(posture) - set(POSTURE_FIELDS)
     if unknown:
@@ -105,7 +107,10 @@ def environment_set_posture(*, environment: Environment, actor: User | None, rea
     locked._change_reason = reason  # type: ignore[attr-defined]
     locked.save(update_fields=list(POSTURE_FIELDS))
     audit.record(
-        actor=actor, action="environment.posture_changed", target=locked, reason=reason,
+        actor=actor,
+        action="environment.posture_changed",
+        target=locked,
+        reason=reason,
         data={"before": _posture_data(before), "after": _posture_data(after)},
     )
     return locked
@@ -136,15 +141,25 @@ def agent_create(
     if Agent.objects.filter(name=name).exists():
         raise ValidationError({"name": f"an agent named {name!r} already exists"})
     agent = Agent(
-        environment=environment, name=name, hostname=hostname, version=version, region=region, pop=pop,
+        environment=environment,
+        name=name,
+        hostname=hostname,
+        version=version,
+        region=region,
+        pop=pop,
         services=_validate_labels(list(services)),
     )
     agent.full_clean()
     if hasattr(actor, "get_username"):
         agent._history_user = actor  # type: ignore[attr-defined]
     agent.save()
-    audit.record(actor=actor, action="agent.created", target=agent, environment=environment,
-                 data={"region": region, "pop": pop, "services": agent.services})
+    audit.record(
+        actor=actor,
+        action="agent.created",
+        target=agent,
+        environment=environment,
+        data={"region": region, "pop": pop, "services": agent.services},
+    )
     return agent
 
 
@@ -183,8 +198,13 @@ def agent_key_create(
     key = AgentKey.objects.create(
         agent=agent, prefix=prefix, secret_hmac=agent_key_digest(secret), scopes=chosen, expires_at=expires_at
     )
-    audit.record(actor=actor, action="agent_key.created", target=key, environment=agent.environment,
-                 data={"prefix": prefix, "scopes": chosen, "expires_at": expires_at.isoformat() if expires_at else None})
+    audit.record(
+        actor=actor,
+        action="agent_key.created",
+        target=key,
+        environment=agent.environment,
+        data={"prefix": prefix, "scopes": chosen, "expires_at": expires_at.isoformat() if expires_at else None},
+    )
     return key, f"tfk_{prefix}_{secret}"
 
 
@@ -219,7 +239,11 @@ def pipeline_version_create(
     if existing:
         raise ValidationError({"spec": f"this spec is already pipeline version {existing.label} ({digest})"})
     version = PipelineVersion(
-        label=label, spec=spec, spec_hash=digest, parent=parent, notes=notes,
+        label=label,
+        spec=spec,
+        spec_hash=digest,
+        parent=parent,
+        notes=notes,
         created_by=actor if hasattr(actor, "get_username") else None,
     )
     version._history_user = version.created_by  # type: ignore[attr-defined]
@@ -228,8 +252,12 @@ def pipeline_version_create(
             version.save()
     except IntegrityError as exc:
         raise ValidationError({"spec": f"pipeline version {label} or spec {digest} was created concurrently"}) from exc
-    audit.record(actor=actor, action="pipeline_version.created", target=version,
-                 data={"spec_hash": digest, "parent": parent.label if parent else None})
+    audit.record(
+        actor=actor,
+        action="pipeline_version.created",
+        target=version,
+        data={"spec_hash": digest, "parent": parent.label if parent else None},
+    )
     return version
 
 
@@ -252,14 +280,26 @@ def deployment_request(
     decision = posture_decision(environment, PostureAction.DEPLOY)
     if decision == PostureDecision.DENY:
         # Outside the atomic block on purpose: the refusal is recorded even though nothing else is written.
-        audit.record(actor=actor, action="deployment.rejected", environment=environment, outcome="denied",
-                     reason=f"deploy posture in {environment.slug} is deny",
-                     data={"pipeline_version": pipeline_version.label})
+        audit.record(
+            actor=actor,
+            action="deployment.rejected",
+            environment=environment,
+            outcome="denied",
+            reason=f"deploy posture in {environment.slug} is deny",
+            data={"pipeline_version": pipeline_version.label},
+        )
         raise PermissionDenied(f"deployments are denied in {environment.slug} by its posture")
     with transaction.atomic():
-        return _deployment_insert(environment=environment, pipeline_version=pipeline_version, actor=actor,
-                                  reason=reason, decision=decision, target_regions=target_regions,
-                                  target_pops=target_pops, target_services=target_services)
+        return _deployment_insert(
+            environment=environment,
+            pipeline_version=pipeline_version,
+            actor=actor,
+            reason=reason,
+            decision=decision,
+            target_regions=target_regions,
+            target_pops=target_pops,
+            target_services=target_services,
+        )
 
 
 def _deployment_insert(
@@ -275,16 +315,31 @@ def _deployment_insert(
 ) -> Deployment:
     status = DeploymentStatus.APPROVED if decision == PostureDecision.ALLOW else DeploymentStatus.PENDING_APPROVAL
     deployment = Deployment(
-        environment=environment, pipeline_version=pipeline_version, status=status, requested_by=actor, reason=reason,
-        target_regions=sorted(set(target_regions)), target_pops=sorted(set(target_pops)),
-        target_services=sorted(set(target_services)), status_changed_at=timezone.now(),
+        environment=environment,
+        pipeline_version=pipeline_version,
+        status=status,
+        requested_by=actor,
+        reason=reason,
+        target_regions=sorted(set(target_regions)),
+        target_pops=sorted(set(target_pops)),
+        target_services=sorted(set(target_services)),
+        status_changed_at=timezone.now(),
     )
     deployment._history_user = actor  # type: ignore[attr-defined]
     deployment._change_reason = reason  # type: ignore[attr-defined]
     deployment.save()
-    audit.record(actor=actor, action="deployment.requested", target=deployment, reason=reason,
-                 data={"pipeline_version": pipeline_version.label, "spec_hash": pipeline_version.spec_hash,
-                       "posture": decision.value, "status": status})
+    audit.record(
+        actor=actor,
+        action="deployment.requested",
+        target=deployment,
+        reason=reason,
+        data={
+            "pipeline_version": pipeline_version.label,
+            "spec_hash": pipeline_version.spec_hash,
+            "posture": decision.value,
+            "status": status,
+        },
+    )
     return deployment
 
 
@@ -295,15 +350,24 @@ def deployment_transition(*, deployment: Deployment, to: str, actor: Any, reason
     if to == DeploymentStatus.DENIED and not reason.strip():
         raise ValidationError({"reason": "a denial needs a reason"})
     if to == DeploymentStatus.ACTIVE:
-        for previous in Deployment.objects.filter(environment_id=deployment.environment_id,
-                                                  status=DeploymentStatus.ACTIVE).exclude(pk=deployment.pk):
-            transition(previous, allowed=DEPLOYMENT_TRANSITIONS, new=DeploymentStatus.SUPERSEDED, actor=actor,
-                       reason=f"superseded by deployment #{deployment.pk}")
-            audit.record(actor=actor, action="deployment.superseded", target=previous,
-                         reason=f"superseded by deployment #{deployment.pk}")
+        for previous in Deployment.objects.filter(
+            environment_id=deployment.environment_id, status=DeploymentStatus.ACTIVE
+        ).exclude(pk=deployment.pk):
+            transition(
+                previous,
+                allowed=DEPLOYMENT_TRANSITIONS,
+                new=DeploymentStatus.SUPERSEDED,
+                actor=actor,
+                reason=f"superseded by deployment #{deployment.pk}",
+            )
+            audit.record(
+                actor=actor,
+                action="deployment.superseded",
+                target=previous,
+                reason=f"superseded by deployment #{deployment.pk}",
+            )
     transition(deployment, allowed=DEPLOYMENT_TRANSITIONS, new=to, actor=actor, reason=reason)
-    audit.record(actor=actor, action=f"deployment.{to}", target=deployment, reason=reason,
-                 data={"from": old, "to": to})
+    audit.record(actor=actor, action=f"deployment.{to}", target=deployment, reason=reason, data={"from": old, "to": to})
     return deployment
 
 
@@ -334,17 +398,35 @@ def incident_open(
     if deployment is None:
         deployment = Deployment.objects.filter(environment=environment, status=DeploymentStatus.ACTIVE).first()
     incident = Incident(
-        ref=ref, title=title, severity=severity, environment=environment, source_agent=source_agent,
-        deployment=deployment, service=service, region=region, pop=pop, window_start=window_start,
-        window_end=window_end, opened_by=actor if hasattr(actor, "get_username") else None,
+        ref=ref,
+        title=title,
+        severity=severity,
+        environment=environment,
+        source_agent=source_agent,
+        deployment=deployment,
+        service=service,
+        region=region,
+        pop=pop,
+        window_start=window_start,
+        window_end=window_end,
+        opened_by=actor if hasattr(actor, "get_username") else None,
         status_changed_at=timezone.now(),
     )
     incident.full_clean()
     incident._history_user = incident.opened_by  # type: ignore[attr-defined]
     incident.save()
-    audit.record(actor=actor, action="incident.opened", target=incident,
-                 data={"severity": severity, "service": service, "region": region, "pop": pop,
-                       "window": [window_start.isoformat(), window_end.isoformat()]})
+    audit.record(
+        actor=actor,
+        action="incident.opened",
+        target=incident,
+        data={
+            "severity": severity,
+            "service": service,
+            "region": region,
+            "pop": pop,
+            "window": [window_start.isoformat(), window_end.isoformat()],
+        },
+    )
     return incident
 
 

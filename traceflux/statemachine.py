@@ -25,7 +25,9 @@ class TransitionError(Exception):
 def check_allowed(allowed: Mapping[str, set[str]], old: str, new: str, *, label: str) -> None:
     if new not in allowed.get(old, set()):
         permitted = ", ".join(sorted(allowed.get(old, set()))) or "nothing (final state)"
-        raise TransitionError(f"{label} cannot move from {old} to {new}; from {old} it may move to {permitted}", current=old)
+        raise TransitionError(
+            f"{label} cannot move from {old} to {new}; from {old} it may move to {permitted}", current=old
+        )
 
 
 def transition(
@@ -55,8 +57,14 @@ def transition(
         instance._history_user = actor  # type: ignore[attr-defined]
     instance._change_reason = reason or f"{old} → {new}"  # type: ignore[attr-defined]
     # Lets django-simple-history (and any other listener) see the change that update() made silently.
-    post_save.send(sender=type(instance), instance=instance, created=False, update_fields=set(values), raw=False,
-                   using=instance._state.db)
+    post_save.send(
+        sender=type(instance),
+        instance=instance,
+        created=False,
+        update_fields=set(values),
+        raw=False,
+        using=instance._state.db,
+    )
     for attr in ("_history_user", "_change_reason"):
         instance.__dict__.pop(attr, None)
     return instance

@@ -69,7 +69,9 @@ def verify(events: Iterable[Any], head: Any | None) -> Verification:
     for event in events:
         fields = {name: getattr(event, name) for name in HASHED_FIELDS}
         if event.seq != expected_seq:
-            return Verification(False, count, expected_seq, f"seq {expected_seq} is missing (next stored is {event.seq})")
+            return Verification(
+                False, count, expected_seq, f"seq {expected_seq} is missing (next stored is {event.seq})"
+            )
         if not hmac.compare_digest(event.prev_hash, prev_hash):
             return Verification(False, count, event.seq, "prev_hash does not link to the event before it")
         if not hmac.compare_digest(event.hash, event_hash(prev_hash, fields)):
