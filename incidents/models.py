@@ -202,33 +202,36 @@ class Heartbeat(models.Model):
 
 
 class CommandStatus(models.TextChoices):
-    QUEUED = "queued"
+    PENDING = "pending"
     DELIVERED = "delivered"
-    ACKNOWLEDGED = "acknowledged"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    CANCELLED = "cancelled"
     EXPIRED = "expired"
 
 
+# delivered → pending is not a move: an unacknowledged command whose lease ran out is simply offered again.
 COMMAND_TRANSITIONS: dict[str, set[str]] = {
-    CommandStatus.QUEUED: {CommandStatus.DELIVERED, CommandStatus.CANCELLED, CommandStatus.EXPIRED},
-    CommandStatus.DELIVERED: {CommandStatus.ACKNOWLEDGED, CommandStatus.FAILED, CommandStatus.EXPIRED},
-    CommandStatus.ACKNOWLEDGED: {CommandStatus.SUCCEEDED, CommandStatus.FAILED},
+    CommandStatus.PENDING: {CommandStatus.DELIVERED, CommandStatus.EXPIRED},
+    CommandStatus.DELIVERED: {CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.EXPIRED},
 }
 
 
 class Command(models.Model):
-    """An instruction for one agent, delivered at most once per idempotency key."""
+    """An instruction for one agent, created at most once per idempotency key and leased to it until acknowledged."""
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="commands")
     kind = models.CharField(max_length=50)
     payload = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=128, unique=True)
-    status = models.CharField(max_length=20, choices=CommandStatus.choices, default=CommandStatus.QUEUED)
+    status = models.CharField(max_length=20, choices=CommandStatus.choices, default=CommandStatus.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
+    deadline = models.DateTimeField(null=True, blank=True, help_text="After this the command expires undelivered.")
     status_changed_at = models.DateTimeField(null=True, blank=True)
-    result = models.JSONField(default=dict, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_count = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    output = models.JSONField(default=dict, blank=True)
     history = HistoricalRecords()
 
     class Meta:

@@ -121,3 +121,9 @@ def approver2(environments):
 def outsider(db):
     """Staff, signed in, but granted no environment."""
     return UserFactory(username="outsider")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """PBKDF2 costs ~0.3 s per user created; tests are about behaviour, not hashing strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,72 @@
+"""`manage.py seed_demo`: fill the embedded demo with environments, agents, pipelines and one prod incident.
+
+Idempotent: a second run finds every row by its natural key and writes nothing. The logic lives in
+incidents.demo; this command only parses options and prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from incidents.demo import DEFAULT_HEARTBEAT_MINUTES, DEFAULT_SEED, MAX_HEARTBEAT_MINUTES, SeedReport, seed_demo
+from incidents.models import Agent, Deployment, Environment, Heartbeat, Incident, PipelineVersion
+
+CREATED_ORDER = ("users", "environments", "agents", "heartbeats", "pipeline versions", "deployments", "incidents",
+                 "notes")
+
+
+def _count(n: int, plural: str) -> str:
+    return f"{n} {plural[:-1] if n == 1 else plural}"
+
+
+class Command(BaseCommand):
+    help = "Create the demo data (idempotent): dev/staging/prod, agents with heartbeats, pipelines, one incident."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                            help=f"seed of the random generator for telemetry (default {DEFAULT_SEED})")
+        parser.add_argument("--heartbeat-minutes", type=int, default=DEFAULT_HEARTBEAT_MINUTES,
+                            help=f"minutes of heartbeat history per agent, one a minute "
+                                 f"(default {DEFAULT_HEARTBEAT_MINUTES}, at most {MAX_HEARTBEAT_MINUTES})")
+
+    def handle(self, *args: Any, seed: int, heartbeat_minutes: int, **options: Any) -> None:
+        try:
+            report = seed_demo(seed=seed, heartbeat_minutes=heartbeat_minutes)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(self._summary(report))
+        self.stdout.write("")
+        self.stdout.write(self._logins(report))
+
+    def _summary(self, report: SeedReport) -> str:
+        made = [_count(report.created[kind], kind) for kind in CREATED_ORDER if report.created[kind]]
+        lines = [
+            f"Demo seeded (seed {report.plan.seed}): created {', '.join(made)}."
+            if made else f"Demo already seeded (seed {report.plan.seed}): nothing to create."
+        ]
+        lines.append(
+            f"  Now: {_count(Environment.objects.count(), 'environments')}, {_count(Agent.objects.count(), 'agents')}, "
+            f"{_count(Heartbeat.objects.count(), 'heartbeats')}, "
+            f"{_count(PipelineVersion.objects.count(), 'pipeline versions')}, "
+            f"{_count(Deployment.objects.filter(status='active').count(), 'active deployments')}, "
+            f"{_count(Incident.objects.count(), 'incidents')}."
+        )
+        incident = report.incident
+        if incident is not None:
+            lines.append(
+                f"  {incident.ref} \"{incident.title}\" [{incident.severity}, {incident.status}] in "
+                f"{incident.environment.slug}, window {incident.window_start:%Y-%m-%d %H:%M}-"
+                f"{incident.window_end:%H:%M} UTC, source agent {incident.source_agent}, "
+                f"deployment {incident.deployment}."
+            )
+        return "\n".join(lines)
+
+    def _logins(self, report: SeedReport) -> str:
+        rows = [("username", "password", "role")]
+        rows += [(u.username, u.password, u.role) for u in report.plan.users]
+        widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        lines = ["Demo logins (for this embedded demo only; a password is set when its user is created, never reset):"]
+        lines += [f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}" for row in rows]
+        return "\n".join(lines)
