@@ -21,6 +21,10 @@ def visible_environments(*, user) -> QuerySet[Environment]:
     return get_objects_for_user(user, VIEW, klass=Environment, accept_global_perms=True)
 
 
+def visible_environment_slugs(*, user) -> list[str]:
+    return list(visible_environments(user=user).values_list("slug", flat=True))
+
+
 def environments_where(*, user, perm: str) -> QuerySet[Environment]:
     """Visible environments where the user also holds `perm` (operate or approve)."""
     visible = visible_environments(user=user)

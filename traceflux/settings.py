@@ -231,7 +231,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ------------------------------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", required=PRODUCTION)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND")
 # Without a broker, tasks run in-process at enqueue time: the embedded mode needs no worker.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
@@ -244,6 +244,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # Only relevant with a Redis broker: an unacknowledged task is redelivered after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# Project-level tasks (traceflux is not an installed app, so autodiscovery does not find them).
+CELERY_IMPORTS = ["traceflux.tasks"]
 
 # --- i18n, static, media -----------------------------------------------------------------------------------------
 
@@ -254,6 +256,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request when it is missing
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 STORAGES = {
@@ -290,4 +294,6 @@ LOGGING = {
 
 # --- product settings --------------------------------------------------------------------------------------------
 
+# Resolves which environments' audit events a non-superuser may browse (the audit layer imports no app).
+TRACEFLUX_AUDIT_VISIBLE_ENVIRONMENTS = "incidents.selectors.visible_environment_slugs"
 TRACEFLUX_DEFAULT_APPROVAL_TTL = timedelta(hours=env_int("TRACEFLUX_DEFAULT_APPROVAL_TTL_HOURS", 24, minimum=1))

@@ -150,3 +150,21 @@ def test_it_keeps_one_unbroken_chain_under_eight_concurrent_writers():
     result = audit_verify()
     assert (result.ok, result.count) == (True, 400), result
     assert sorted(AuditEvent.objects.values_list("seq", flat=True)) == list(range(1, 401))
+
+
+@pytest.mark.django_db
+def test_it_shows_staff_only_the_audit_events_of_their_environments(client, operator, outsider, environments):
+    from django.contrib.auth.models import Permission
+    from django.urls import reverse
+
+    audit.record(action="test.prod", environment="prod")
+    audit.record(action="test.global")
+    view = Permission.objects.get(codename="view_auditevent")
+    for user in (operator, outsider):
+        user.user_permissions.add(view)
+    client.force_login(operator)
+    page = client.get(reverse("admin:audit_auditevent_changelist")).content.decode()
+    assert "test.prod" in page and "test.global" not in page
+    client.force_login(outsider)
+    page = client.get(reverse("admin:audit_auditevent_changelist")).content.decode()
+    assert "test.prod" not in page

@@ -1,0 +1,84 @@
+# TraceFlux: `make demo` serves the portal on the embedded SQLite database; `make test` runs lint and the suite.
+#
+# The virtualenv is .venv, created with the machine's python3. Stamp files inside it record which requirements
+# were installed, so pip runs again only when a requirements file changes.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+RUNTIME_STAMP := $(VENV)/.installed-requirements
+DEV_STAMP := $(VENV)/.installed-requirements-dev
+PIP := $(PY) -m pip --disable-pip-version-check --quiet
+
+DEMO_ADDR ?= 127.0.0.1:8000
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+
+# The services `CI=true make test` runs against unless the caller already chose others.
+CI_DATABASE_URL := postgres://postgres@127.0.0.1:5432/traceflux
+CI_REDIS_URL := redis://127.0.0.1:6379/15
+CI_BROKER_URL := amqp://guest:guest@127.0.0.1:5672//
+
+# The embedded mode: whatever the caller's shell says, the demo uses SQLite under var/, a local cache, eager tasks.
+EMBEDDED := env -u TRACEFLUX_MODE -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint bench clean distclean
+
+help:
+	@echo "make demo    serve the portal with demo data at http://$(DEMO_ADDR)/ (embedded SQLite, no services)"
+	@echo "make test    ruff, then the whole suite with pytest -n $(PYTEST_WORKERS) (CI=true: PostgreSQL, Redis, RabbitMQ)"
+	@echo "make bench   print audit, spec-hash and key-check figures (benchmarks/run.py)"
+	@echo "make lint    ruff check ."
+	@echo "make clean   remove caches and collected static files; make distclean also removes .venv and var/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): requirements.txt | $(PY)
+	$(PIP) install -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PIP) install -r requirements-dev.txt
+	@touch $@ $(RUNTIME_STAMP)
+
+venv $(VENV): $(RUNTIME_STAMP)
+
+demo: $(RUNTIME_STAMP)
+	$(EMBEDDED) $(PY) manage.py migrate --noinput
+	$(EMBEDDED) $(PY) manage.py seed_demo
+	$(EMBEDDED) $(PY) manage.py collectstatic --noinput -v0
+	@echo
+	@echo "TraceFlux demo: http://$(DEMO_ADDR)/  (sign in with one of the logins printed above; Ctrl-C stops it)"
+	@echo
+	$(EMBEDDED) $(PY) manage.py runserver $(DEMO_ADDR)
+
+# pytest's exit code 5 means it collected no tests: for `make test` that is a failure, never a pass.
+test: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	@if [ "$${CI:-}" = "true" ]; then \
+	  export DATABASE_URL="$${DATABASE_URL:-$(CI_DATABASE_URL)}"; \
+	  export REDIS_URL="$${REDIS_URL:-$(CI_REDIS_URL)}"; \
+	  export TRACEFLUX_TEST_BROKER_URL="$${TRACEFLUX_TEST_BROKER_URL:-$(CI_BROKER_URL)}"; \
+	  echo "CI=true: PostgreSQL database, Redis cache, RabbitMQ broker; a test whose service is missing fails"; \
+	fi; \
+	echo "$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)"; \
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests, which counts as a failure" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+
+bench: $(RUNTIME_STAMP)
+	$(EMBEDDED) $(PY) benchmarks/run.py
+
+clean:
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache var/static test-results
+
+distclean: clean
+	rm -rf $(VENV) var .hypothesis
