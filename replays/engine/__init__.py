@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+from .archive import detect_kind
+from .bundles import Bundle, BundleInfo, SnapshotInfo, open_bundle, validate_bundle, validate_snapshot, write_bundle
 from .canonical import SPEC_HASH_PREFIX, CanonicalJSONError, canonical_json, is_spec_hash, sha256_hex, spec_hash
+from .errors import FormatError, Invalid, TooLarge, WrongType
+from .formats import BUNDLE_FORMAT, DEFAULT_LIMITS, SNAPSHOT_FORMAT, Limits, parse_timestamp
+from .signals import Signal, SignalReader, iter_signals, parse_signal
 from .windows import MAX_WINDOW, MIN_WINDOW, window_problem
 
 __all__ = [
+    "BUNDLE_FORMAT",
+    "DEFAULT_LIMITS",
     "MAX_WINDOW",
     "MIN_WINDOW",
+    "SNAPSHOT_FORMAT",
     "SPEC_HASH_PREFIX",
+    "Bundle",
+    "BundleInfo",
     "CanonicalJSONError",
+    "FormatError",
+    "Invalid",
+    "Limits",
+    "Signal",
+    "SignalReader",
+    "SnapshotInfo",
+    "TooLarge",
+    "WrongType",
     "canonical_json",
+    "detect_kind",
     "is_spec_hash",
+    "iter_signals",
+    "open_bundle",
+    "parse_signal",
+    "parse_timestamp",
     "sha256_hex",
     "spec_hash",
+    "validate_bundle",
+    "validate_snapshot",
     "window_problem",
+    "write_bundle",
 ]

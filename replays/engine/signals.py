@@ -1,0 +1,347 @@
+"""The one signal parser: a line of signals.jsonl becomes a checked `Signal`, or a numbered problem.
+
+The upload validator and the engine's ingest stage both read signals through `SignalReader`, so a signal is parsed
+once, by one set of rules. The checks mirror schemas/signal.schema.json by hand: per-line jsonschema would cost several
+times the parse itself, and tests hold both to the same verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any, NamedTuple
+
+from .errors import MAX_LISTED_LINES, Invalid
+from .formats import (
+    DEFAULT_LIMITS,
+    RFC3339,
+    Limits,
+    finite_number,
+    format_bytes,
+    format_timestamp,
+    json_type,
+    parse_timestamp,
+)
+
+SIGNALS_MEMBER = "signals.jsonl"
+SEVERITIES = ("debug", "info", "warning", "error", "critical")
+KNOWN_SOURCES = ("flow", "bgp", "dns", "metrics")  # the usual ones; any other non-empty name is accepted too
+
+_REQUIRED = ("id", "ts", "source", "name", "labels")
+_ALLOWED = frozenset((*_REQUIRED, "severity", "value"))
+_MAX_LABELS = 64
+_MAX_LABEL_KEY = 128
+_MAX_LABEL_VALUE = 1024
+_BOM = b"\xef\xbb\xbf"
+
+
+class Signal(NamedTuple):
+    """One checked signal. `ts` is an aware UTC datetime; `line` is its 1-based line in signals.jsonl.
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, and four times cheaper to build per line.
+    """
+
+    id: str
+    ts: datetime
+    source: str
+    name: str
+    labels: dict[str, str]
+    severity: str | None = None
+    value: int | float | None = None
+    line: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The line's JSON object again (ts in this package's RFC 3339 form)."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "ts": format_timestamp(self.ts),
+            "source": self.source,
+            "name": self.name,
+            "labels": dict(self.labels),
+        }
+        if self.severity is not None:
+            data["severity"] = self.severity
+        if self.value is not None:
+            data["value"] = self.value
+        return data
+
+
+class SignalProblem(ValueError):
+    """One signal object breaks the contract; `path` is the JSON path inside the line (`$.labels.pop`)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def _text(obj: dict[str, Any], key: str, longest: int) -> str:
+    value = obj[key]
+    if type(value) is not str:
+        raise SignalProblem(f"$.{key}", f"must be a string, got {json_type(value)}")
+    if not value:
+        raise SignalProblem(f"$.{key}", "must not be empty")
+    if len(value) > longest:
+        raise SignalProblem(f"$.{key}", f"must be at most {longest} characters long")
+    return value
+
+
+def _parse_signal_slowly(obj: Any, line: int) -> Signal:
+    """The reference check, one rule at a time, so a failure names the first broken rule."""
+    if type(obj) is not dict:
+        raise SignalProblem("$", f"must be an object, got {json_type(obj)}")
+    if not obj.keys() <= _ALLOWED:
+        extra = sorted(obj.keys() - _ALLOWED)
+        raise SignalProblem(f"$.{extra[0]}", "is not an allowed field")
+    for key in _REQUIRED:
+        if key not in obj:
+            raise SignalProblem(f"$.{key}", "is required")
+    signal_id = _text(obj, "id", 128)
+    source = _text(obj, "source", 64)
+    name = _text(obj, "name", 256)
+    raw_ts = obj["ts"]
+    if type(raw_ts) is not str:
+        raise SignalProblem("$.ts", f"must be a string, got {json_type(raw_ts)}")
+    try:
+        ts = parse_timestamp(raw_ts)
+    except ValueError as exc:
+        raise SignalProblem("$.ts", f"{exc} (e.g. 2026-02-26T14:03:00.125Z)") from None
+    labels = obj["labels"]
+    if type(labels) is not dict:
+        raise SignalProblem("$.labels", f"must be an object, got {json_type(labels)}")
+    if len(labels) > _MAX_LABELS:
+        raise SignalProblem("$.labels", f"must hold at most {_MAX_LABELS} labels")
+    for key, value in labels.items():
+        if not key or len(key) > _MAX_LABEL_KEY:
+            raise SignalProblem("$.labels", f"label names must be 1 to {_MAX_LABEL_KEY} characters long")
+        if type(value) is not str:
+            raise SignalProblem(f"$.labels.{key}", f"must be a string, got {json_type(value)}")
+        if len(value) > _MAX_LABEL_VALUE:
+            raise SignalProblem(f"$.labels.{key}", f"must be at most {_MAX_LABEL_VALUE} characters long")
+    severity = obj.get("severity")
+    if "severity" in obj and severity not in SEVERITIES:
+        raise SignalProblem("$.severity", f"must be one of {', '.join(SEVERITIES)}")
+    value = obj.get("value")
+    if "value" in obj and not finite_number(value):
+        raise SignalProblem("$.value", f"must be a finite number, got {json_type(value)}")
+    return Signal(signal_id, ts, source, name, labels, severity, value, line)
+
+
+_SEVERITY_SET = frozenset(SEVERITIES)
+_RFC3339_MATCH = RFC3339.fullmatch
+_fromisoformat = datetime.fromisoformat
+
+
+def parse_signal(obj: Any, line: int = 0) -> Signal:
+    """Check one decoded line against the signal contract and return it as a Signal; raise SignalProblem if not.
+
+    The common case (a well-formed line with a Z timestamp) takes a fast path of combined checks; anything it does
+    not accept goes to the reference check, which either accepts it too or names the problem. So the fast path can
+    only ever be stricter, never looser, than the rules.
+    """
+    if type(obj) is dict and obj.keys() <= _ALLOWED:
+        signal_id = obj.get("id")
+        source = obj.get("source")
+        name = obj.get("name")
+        labels = obj.get("labels")
+        raw_ts = obj.get("ts")
+        if (
+            type(signal_id) is str
+            and 0 < len(signal_id) <= 128
+            and type(source) is str
+            and 0 < len(source) <= 64
+            and type(name) is str
+            and 0 < len(name) <= 256
+            and type(labels) is dict
+            and len(labels) <= _MAX_LABELS
+            and type(raw_ts) is str
+            and raw_ts[-1:] == "Z"
+            and _RFC3339_MATCH(raw_ts) is not None
+        ):
+            for key, text in labels.items():
+                if not (0 < len(key) <= _MAX_LABEL_KEY and type(text) is str and len(text) <= _MAX_LABEL_VALUE):
+                    break
+            else:
+                severity = obj.get("severity")
+                value = obj.get("value")
+                if ((type(severity) is str and severity in _SEVERITY_SET) or "severity" not in obj) and (
+                    "value" not in obj or finite_number(value)
+                ):
+                    try:
+                        ts = _fromisoformat(raw_ts)
+                    except ValueError:
+                        pass  # a date like 02-30: the reference check words the error
+                    else:
+                        if ts.tzinfo is not UTC:
+                            ts = ts.astimezone(UTC)
+                        return Signal(signal_id, ts, source, name, labels, severity, value, line)
+    return _parse_signal_slowly(obj, line)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("an object repeats a key")
+    return result
+
+
+# Strict like the JSON documents: NaN and Infinity refused, and a repeated key too (parsers disagree on which wins,
+# and the agent's parser must not see a different signal from ours). The hook costs about a tenth of the parse.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+_decode = _DECODER.decode
+_scan = _DECODER.scan_once  # the C scanner without decode()'s Python wrapper: the common case, no error
+_LINE_ENDS = ("\n", "\r\n")
+_UNPARSED = object()
+
+# Problem kinds in the order the error sentence lists them, with their singular and plural phrases.
+_PHRASES = {
+    "too_long": ("line is longer than the {limit} limit", "lines are longer than the {limit} limit"),
+    "malformed": ("line is not valid JSON", "lines are not valid JSON"),
+    "invalid": ("line is not a valid signal", "lines are not valid signals"),
+    "duplicate": ("line repeats an earlier signal id", "lines repeat an earlier signal id"),
+    "outside": ("line has a timestamp outside the window", "lines have timestamps outside the window"),
+}
+
+
+def _join(phrases: list[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+@dataclass
+class SignalReader:
+    """Reads signals.jsonl from a binary stream, yielding good signals and tallying bad lines.
+
+    Bad lines are skipped, not yielded; once the stream is exhausted `error()` says what was wrong (first 20 line
+    numbers and a count of the rest). Blank lines are ignored but counted, so line numbers match an editor's.
+    Memory: the set of ids seen (for uniqueness), about 100 bytes a signal; never the stream.
+    """
+
+    window: tuple[datetime, datetime] | None = None
+    limits: Limits = DEFAULT_LIMITS
+    member: str = SIGNALS_MEMBER
+    count: int = 0
+    lines: int = 0
+    counts_by_source: dict[str, int] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+    bad_lines: list[int] = field(default_factory=list)
+    bad_total: int = 0
+    problems: dict[str, int] = field(default_factory=dict)
+    first_problem: tuple[int, str] | None = None
+
+    def _bad(self, line: int, kind: str, message: str) -> None:
+        self.bad_total += 1
+        if len(self.bad_lines) < MAX_LISTED_LINES:
+            self.bad_lines.append(line)
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        if self.first_problem is None:
+            self.first_problem = (line, message)
+
+    def read(self, stream: IO[bytes]) -> Iterator[Signal]:
+        limit = self.limits.max_line_bytes
+        readline = stream.readline
+        ids = self.ids
+        by_source = self.counts_by_source
+        start, end = self.window if self.window else (None, None)
+        number = self.lines
+        while True:
+            raw = readline(limit + 1)
+            if not raw:
+                break
+            number += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the long line, a bounded piece at a time
+                    raw = readline(64 * 1024)
+                self._bad(number, "too_long", f"longer than {format_bytes(limit)}")
+                continue
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[3:]
+            try:
+                text = raw.decode()
+                obj, stop = _scan(text, 0)
+                if stop != len(text) and text[stop:] not in _LINE_ENDS:
+                    obj = _UNPARSED  # leading or trailing data: decode() decides and words the error
+            except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
+                obj = _UNPARSED
+            if obj is _UNPARSED:
+                try:
+                    obj = _decode(raw.rstrip(b"\r\n").decode())  # without the line end, columns stay on this line
+                except UnicodeDecodeError as exc:
+                    self._bad(number, "malformed", f"not UTF-8 text (byte {exc.start + 1})")
+                    continue
+                except json.JSONDecodeError as exc:
+                    if not raw.strip(b" \t\r\n"):
+                        continue  # a blank line: tolerated, still counted
+                    self._bad(number, "malformed", f"{exc.msg} at column {exc.colno}")
+                    continue
+                except ValueError as exc:  # NaN or Infinity, a repeated key, integers over Python's digit limit
+                    self._bad(number, "malformed", str(exc))
+                    continue
+                except RecursionError:
+                    self._bad(number, "malformed", "nested too deeply")
+                    continue
+            try:
+                signal = parse_signal(obj, number)
+            except SignalProblem as exc:
+                self._bad(number, "invalid", str(exc))
+                continue
+            signal_id = signal.id
+            if signal_id in ids:
+                self._bad(number, "duplicate", f"id {signal_id!r} was used on an earlier line")
+                continue
+            ids.add(signal_id)
+            if start is not None and not start <= signal.ts <= end:
+                edge = (
+                    f"before window.start {format_timestamp(start)}"
+                    if signal.ts < start
+                    else f"after window.end {format_timestamp(end)}"
+                )
+                self._bad(number, "outside", f"ts {format_timestamp(signal.ts)} is {edge}")
+                continue
+            self.count += 1
+            by_source[signal.source] = by_source.get(signal.source, 0) + 1
+            yield signal
+        self.lines = number
+
+    def error(self) -> Invalid | None:
+        """What was wrong with the lines read so far, as one Invalid; None when every line was a good signal."""
+        if self.bad_total:
+            limit = format_bytes(self.limits.max_line_bytes)
+            phrases = []
+            for kind, (one, many) in _PHRASES.items():
+                n = self.problems.get(kind, 0)
+                if n:
+                    phrases.append(f"{n} {(one if n == 1 else many).format(limit=limit)}")
+            assert self.first_problem is not None
+            line, message = self.first_problem
+            return Invalid(
+                f"{self.member}: {_join(phrases)} (line {line}: {message})",
+                lines=self.bad_lines,
+                more=self.bad_total - len(self.bad_lines),
+            )
+        if self.count == 0:
+            return Invalid(f"{self.member}: holds no signals")
+        return None
+
+
+def iter_signals(
+    stream: IO[bytes],
+    *,
+    window: tuple[datetime, datetime] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    member: str = SIGNALS_MEMBER,
+) -> Iterator[Signal]:
+    """Yield the good signals of a signals.jsonl stream; after the last, raise Invalid if any line was bad.
+
+    With a `window` (start, end), a signal outside [start, end] (both ends included) is a bad line.
+    """
+    reader = SignalReader(window=window, limits=limits, member=member)
+    yield from reader.read(stream)
+    error = reader.error()
+    if error is not None:
+        raise error
