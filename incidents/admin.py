@@ -13,6 +13,7 @@ Nothing here deletes: the services have no delete, and a deleted row would leave
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -33,6 +34,7 @@ from replays.engine import CanonicalJSONError, spec_hash, window_problem
 from traceflux.statemachine import TransitionError
 
 from . import selectors, services
+from .failures import failure_counts
 from .models import (
     Agent,
     AgentKey,
@@ -40,6 +42,7 @@ from .models import (
     Command,
     Deployment,
     DeploymentStatus,
+    EnrollmentToken,
     Environment,
     Heartbeat,
     Incident,
@@ -51,6 +54,9 @@ from .models import (
     posture_problems,
 )
 from .posture import posture_decision
+
+# How many refused requests in an hour make an agent worth escalating (the operator guide's escalation point).
+ESCALATE_AFTER_FAILURES = 10
 
 # The refusals a service raises on purpose. Anything else escaping an admin action is a bug and should be a 500.
 SERVICE_REFUSALS = (TransitionError, ValidationError, PermissionDenied)
@@ -429,9 +435,11 @@ class AgentAdmin(ConsoleAdmin):
     add_fields = ("environment", "name", "hostname", "version", "region", "pop", "services")
     change_fields = (
         "environment", "name", "hostname", "version", "region", "pop", "services", "enabled", "last_seen_at",
-        "created_at", "keys_table", "recent_heartbeats",
+        "created_at", "failures_last_hour", "keys_table", "recent_heartbeats",
     )
-    list_display = ("name", "environment_link", "hostname", "region", "pop", "version", "enabled", "last_seen_at")
+    list_display = (
+        "name", "environment_link", "hostname", "region", "pop", "version", "enabled", "last_seen_at", "stale",
+    )
     list_filter = (("environment", VisibleEnvironmentFilter), "enabled", "region", "pop")
     search_fields = ("name", "hostname", "region", "pop")
     list_select_related = ("environment",)
@@ -444,6 +452,19 @@ class AgentAdmin(ConsoleAdmin):
     @admin.display(description="environment", ordering="environment__slug")
     def environment_link(self, obj: Agent) -> str:
         return _link(obj.environment)
+
+    @admin.display(description="stale", boolean=True)
+    def stale(self, obj: Agent) -> bool:
+        return obj.is_stale
+
+    @admin.display(description="refused requests, last hour")
+    def failures_last_hour(self, obj: Agent) -> SafeString:
+        """The operator guide's escalation point: repeated 401, 403 or 429 answers to this agent."""
+        counts = failure_counts(agent_id=obj.pk, minutes=60)
+        cells = format_html_join(" · ", "{}: {}", ((code, counts[code]) for code in sorted(counts)))
+        if any(counts.values()) and sum(counts.values()) >= ESCALATE_AFTER_FAILURES:
+            return format_html("{} <strong>— repeated refusals: escalate</strong>", cells)
+        return cells
 
     @admin.display(description="keys")
     def keys_table(self, obj: Agent) -> SafeString:
@@ -557,6 +578,60 @@ class AgentKeyAdmin(ConsoleAdmin):
             "plaintext": plaintext,
         }
         return TemplateResponse(request, "admin/incidents/agentkey/issued.html", context)
+
+
+class EnrollmentTokenAddForm(forms.ModelForm):
+    uses = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    expires_in_hours = forms.IntegerField(min_value=1, max_value=24 * 30, initial=1, label="Expires in (hours)")
+
+    class Meta:
+        model = EnrollmentToken
+        fields = ["environment"]
+
+
+@admin.register(EnrollmentToken)
+class EnrollmentTokenAdmin(ConsoleAdmin):
+    """Tokens an agent trades for its identity and first key. Shown once, stored as prefix + HMAC only."""
+
+    environment_path = "environment"
+    add_form = EnrollmentTokenAddForm
+    add_fields = ("environment", "uses", "expires_in_hours")
+    change_fields = ("environment", "prefix", "uses_left", "expires_at", "created_at", "created_by")
+    list_display = ("prefix", "environment_link", "uses_left", "expires_at", "usable", "created_by", "created_at")
+    list_filter = (("environment", VisibleEnvironmentFilter),)
+    search_fields = ("prefix",)
+    list_select_related = ("environment", "created_by")
+
+    @admin.display(description="environment", ordering="environment__slug")
+    def environment_link(self, obj: EnrollmentToken) -> str:
+        return _link(obj.environment)
+
+    @admin.display(description="usable", boolean=True)
+    def usable(self, obj: EnrollmentToken) -> bool:
+        return obj.is_usable
+
+    def create(self, request: HttpRequest, form: forms.ModelForm) -> EnrollmentToken:
+        data = form.cleaned_data
+        _require(request, data["environment"], selectors.OPERATE)
+        token, plaintext = services.enrollment_token_create(
+            environment=data["environment"], actor=request.user, uses=data["uses"],
+            expires_at=timezone.now() + timedelta(hours=data["expires_in_hours"]),
+        )
+        request._issued_secret = plaintext  # type: ignore[attr-defined]
+        return token
+
+    def response_add(self, request: HttpRequest, obj: EnrollmentToken, post_url_continue: str | None = None):
+        plaintext = getattr(request, "_issued_secret", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Enrollment token {obj.prefix} issued",
+            "opts": self.opts,
+            "token": obj,
+            "plaintext": plaintext,
+        }
+        return TemplateResponse(request, "admin/incidents/enrollmenttoken/issued.html", context)
 
 
 @admin.register(Heartbeat)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from replays.engine import window_problem
@@ -117,6 +118,17 @@ class Environment(models.Model):
 # --- agents ------------------------------------------------------------------------------------------------------
 
 
+class AgentQuerySet(models.QuerySet):
+    def stale(self, *, now: datetime | None = None) -> AgentQuerySet:
+        """Agents with no heartbeat within TRACEFLUX_AGENT_STALE_AFTER, including those never seen."""
+        cutoff = (now or timezone.now()) - settings.TRACEFLUX_AGENT_STALE_AFTER
+        return self.filter(Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=cutoff))
+
+    def live(self, *, now: datetime | None = None) -> AgentQuerySet:
+        cutoff = (now or timezone.now()) - settings.TRACEFLUX_AGENT_STALE_AFTER
+        return self.filter(last_seen_at__gte=cutoff)
+
+
 class Agent(models.Model):
     """A process next to the infrastructure that captures evidence; it belongs to exactly one environment."""
 
@@ -133,11 +145,20 @@ class Agent(models.Model):
     # last_seen_at is telemetry, written on every heartbeat: keeping it in history would drown the real changes.
     history = HistoricalRecords(excluded_fields=["last_seen_at"])
 
+    objects = AgentQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_stale(self) -> bool:
+        """No heartbeat within TRACEFLUX_AGENT_STALE_AFTER (an agent never seen is stale too)."""
+        if self.last_seen_at is None:
+            return True
+        return self.last_seen_at < timezone.now() - settings.TRACEFLUX_AGENT_STALE_AFTER
 
     def audit_actor(self) -> AuditActor:
         return AuditActor(kind="agent", id=str(self.pk), name=self.name)
@@ -173,6 +194,38 @@ class AgentKey(models.Model):
 
     def audit_environment(self) -> str:
         return self.agent.environment.slug
+
+
+class EnrollmentToken(models.Model):
+    """A limited-use, expiring secret an agent trades for its identity and first key in one environment.
+
+    Stored like keys: a public prefix and an HMAC-SHA256 of the secret, never the token itself.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="enrollment_tokens")
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hmac = models.CharField(max_length=64)
+    uses_left = models.PositiveIntegerField()
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(uses_left__gte=0), name="enrollment_token_uses_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.environment})"
+
+    def audit_environment(self) -> str:
+        return self.environment.slug
+
+    @property
+    def is_usable(self) -> bool:
+        return self.uses_left > 0 and self.expires_at > timezone.now()
 
 
 class HeartbeatStatus(models.TextChoices):
@@ -216,6 +269,22 @@ COMMAND_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+class CommandQuerySet(models.QuerySet):
+    def for_agent(self, agent: Agent) -> CommandQuerySet:
+        """The one place the agent API narrows commands: an agent only ever sees its own."""
+        return self.filter(agent=agent)
+
+    def leasable(self, *, now: datetime) -> CommandQuerySet:
+        """Pending commands, and delivered ones whose lease has ended; never one already past its deadline."""
+        waiting = Q(status=CommandStatus.PENDING) | Q(status=CommandStatus.DELIVERED, lease_until__lte=now)
+        return self.filter(waiting).exclude(deadline__lte=now)
+
+    def overdue(self, *, now: datetime) -> CommandQuerySet:
+        """Past their deadline and not being worked on: pending, or delivered with the lease ended."""
+        idle = Q(status=CommandStatus.PENDING) | Q(status=CommandStatus.DELIVERED, lease_until__lte=now)
+        return self.filter(idle, deadline__lte=now)
+
+
 class Command(models.Model):
     """An instruction for one agent, created at most once per idempotency key and leased to it until acknowledged."""
 
@@ -233,6 +302,8 @@ class Command(models.Model):
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     output = models.JSONField(default=dict, blank=True)
     history = HistoricalRecords()
+
+    objects = CommandQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

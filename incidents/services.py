@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from replays.engine import CanonicalJSONError, spec_hash, window_problem
 from traceflux import audit
-from traceflux.statemachine import transition
+from traceflux.audit import AuditActor
+from traceflux.statemachine import TransitionError, transition
 
 from .models import (
+    COMMAND_TRANSITIONS,
     DEPLOYMENT_TRANSITIONS,
     INCIDENT_TRANSITIONS,
     Agent,
     AgentKey,
     AgentScope,
+    Command,
+    CommandStatus,
     Deployment,
     DeploymentStatus,
+    EnrollmentToken,
     Environment,
+    Heartbeat,
+    HeartbeatStatus,
     Incident,
     IncidentNote,
     IncidentStatus,
@@ -37,6 +48,7 @@ from .models import (
     posture_problems,
 )
 from .posture import posture_decision
+from .signals import command_acknowledged, command_expired
 
 User = AbstractBaseUser
 
@@ -152,7 +164,11 @@ def agent_create(
     agent.full_clean()
     if hasattr(actor, "get_username"):
         agent._history_user = actor  # type: ignore[attr-defined]
-    agent.save()
+    try:
+        with transaction.atomic():
+            agent.save()
+    except IntegrityError as exc:  # the same name, inserted concurrently since the check above
+        raise ValidationError({"name": f"an agent named {name!r} already exists"}) from exc
     audit.record(
         actor=actor,
         action="agent.created",
@@ -168,7 +184,7 @@ def agent_set_enabled(*, agent: Agent, enabled: bool, actor: Any, reason: str = 
     moved = Agent.objects.filter(pk=agent.pk, enabled=not enabled).update(enabled=enabled)
     agent.refresh_from_db()
     if moved:
-        agent._history_user = actor  # type: ignore[attr-defined]
+        agent._history_user = actor if hasattr(actor, "get_username") else None  # type: ignore[attr-defined]
         agent._change_reason = reason or ("enabled" if enabled else "disabled")  # type: ignore[attr-defined]
         agent.save(update_fields=["enabled"])
         audit.record(actor=actor, action="agent.enabled" if enabled else "agent.disabled", target=agent, reason=reason)
@@ -451,16 +467,446 @@ def incident_note_add(*, incident: Incident, author: Any, body: str) -> Incident
     return note
 
 
+# --- the agent API: refusals, enrollment, heartbeats ---------------------------------------------------------------
+
+DENIAL_AUDIT_SECONDS = 60
+
+
+def agent_request_denied(
+    *, agent: Agent, reason: str, action: str = "agent.request_denied", data: dict[str, Any] | None = None
+) -> bool:
+    """Audit an authenticated agent request refused with 403 (outcome "denied"); True when an event was written.
+
+    incidents.failures counts every refusal. The audit event is written at most once a minute per agent, action and
+    reason, so an agent stuck in a refusal loop cannot flood the audit chain, which every audited write queues behind.
+    """
+    fingerprint = hashlib.sha256(f"{action}\n{reason}".encode()).hexdigest()[:16]
+    if not cache.add(f"agentdenied:{agent.pk}:{fingerprint}", 1, timeout=DENIAL_AUDIT_SECONDS):
+        return False
+    audit.record(actor=agent, action=action, target=agent, outcome="denied", reason=reason, data=data)
+    return True
+
+
+def agent_assert_own(*, agent: Agent, agent_name: str | None = None, environment_slug: str | None = None) -> None:
+    """Refuse (PermissionDenied, audited) a request that names an agent or environment other than the key's own."""
+    if agent_name is not None and agent_name != agent.name:
+        reason = f"the request names agent {agent_name!r}, but this key belongs to agent {agent.name!r}"
+    elif environment_slug is not None and environment_slug != agent.environment.slug:
+        reason = (
+            f"the request names environment {environment_slug!r}, "
+            f"but this key belongs to environment {agent.environment.slug!r}"
+        )
+    else:
+        return
+    agent_request_denied(agent=agent, reason=reason, data={"agent": agent_name, "environment": environment_slug})
+    raise PermissionDenied(reason)
+
+
+ENROLLMENT_TOKEN_PATTERN = re.compile(r"^tfe_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,100})$")
+_DUMMY_DIGEST = "0" * 64
+
+
+class EnrollmentRefused(Exception):
+    """The enrollment token is malformed, unknown, expired or used up; the message says which (the API answers 401)."""
+
+
+def enrollment_token_digest(secret: str) -> str:
+    return hmac.new(settings.ENROLLMENT_TOKEN_HMAC_KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+@transaction.atomic
+def enrollment_token_create(
+    *, environment: Environment, actor: Any, expires_at: datetime, uses: int = 1
+) -> tuple[EnrollmentToken, str]:
+    """Create a token and return it with its plaintext form `tfe_<prefix>_<secret>`, which is never stored."""
+    if uses < 1:
+        raise ValidationError({"uses": "an enrollment token needs at least one use"})
+    if expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "an enrollment token cannot expire in the past"})
+    prefix = secrets.token_hex(KEY_PREFIX_LEN // 2)
+    secret = secrets.token_urlsafe(32)
+    token = EnrollmentToken(
+        environment=environment,
+        prefix=prefix,
+        secret_hmac=enrollment_token_digest(secret),
+        uses_left=uses,
+        expires_at=expires_at,
+        created_by=actor if hasattr(actor, "get_username") else None,
+    )
+    token._history_user = token.created_by  # type: ignore[attr-defined]
+    token.save()
+    audit.record(
+        actor=actor,
+        action="enrollment_token.created",
+        target=token,
+        data={"prefix": prefix, "uses": uses, "expires_at": expires_at.isoformat()},
+    )
+    return token, f"tfe_{prefix}_{secret}"
+
+
+def _enrollment_token_take(*, token: str, agent_name: str, now: datetime) -> EnrollmentToken:
+    """Use up one use of the token by compare-and-swap, or raise EnrollmentRefused. Runs inside the caller's atomic."""
+    match = ENROLLMENT_TOKEN_PATTERN.match(token.strip())
+    if not match:
+        raise EnrollmentRefused("malformed enrollment token: expected tfe_<prefix>_<secret>")
+    row = EnrollmentToken.objects.select_related("environment").filter(prefix=match["prefix"]).first()
+    digest = enrollment_token_digest(match["secret"])
+    # Compare even when the prefix is unknown, so timing does not reveal which prefixes exist.
+    if not hmac.compare_digest(digest, row.secret_hmac if row else _DUMMY_DIGEST) or row is None:
+        raise EnrollmentRefused("unknown enrollment token")
+    # Each failed swap means another enrollment took a use (uses_left only ever goes down), so this loop ends.
+    while True:
+        if row.expires_at <= now:
+            raise EnrollmentRefused("this enrollment token has expired")
+        if row.uses_left < 1:
+            raise EnrollmentRefused("this enrollment token has been used up")
+        seen = row.uses_left
+        if EnrollmentToken.objects.filter(pk=row.pk, uses_left=seen).update(uses_left=seen - 1):
+            break
+        row.refresh_from_db(fields=["uses_left", "expires_at"])
+    row.refresh_from_db(fields=["uses_left"])
+    row._change_reason = f"used to enroll agent {agent_name}"  # type: ignore[attr-defined]
+    row.save(update_fields=["uses_left"])  # writes the history row the UPDATE above could not
+    return row
+
+
+@transaction.atomic
+def agent_enroll(
+    *,
+    token: str,
+    name: str,
+    hostname: str,
+    version: str = "",
+    region: str = "",
+    pop: str = "",
+    services: Iterable[str] = (),
+    now: datetime | None = None,
+) -> tuple[Agent, AgentKey, str]:
+    """Trade an enrollment token for a new agent in the token's environment and a key with every scope.
+
+    One transaction: when the agent is refused (its name is taken), the token's use is given back with the rollback.
+    """
+    enrollment = _enrollment_token_take(token=token, agent_name=name, now=now or timezone.now())
+    via = AuditActor(kind="enrollment", id=str(enrollment.pk), name=f"enrollment token {enrollment.prefix}")
+    agent = agent_create(
+        environment=enrollment.environment,
+        name=name,
+        hostname=hostname,
+        actor=via,
+        version=version,
+        region=region,
+        pop=pop,
+        services=services,
+    )
+    key, plaintext = agent_key_create(agent=agent, actor=via)
+    audit.record(
+        actor=agent,
+        action="agent.enrolled",
+        target=agent,
+        data={"enrollment_token": enrollment.prefix, "uses_left": enrollment.uses_left, "key": key.prefix},
+    )
+    return agent, key, plaintext
+
+
+def heartbeat_record(
+    *,
+    agent: Agent,
+    status: str,
+    version: str = "",
+    deployment_id: int | None = None,
+    details: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> Heartbeat:
+    """Store one heartbeat, move the agent's last_seen_at forward, and record a version change in its history.
+
+    A deployment of another environment is refused (PermissionDenied, audited as denied) before anything is written;
+    the refusal's audit event is its own transaction, so the refusal does not roll it back.
+    """
+    if status not in HeartbeatStatus.values:
+        raise ValidationError({"status": f"{status!r} is not one of {', '.join(HeartbeatStatus.values)}"})
+    if details is not None and not isinstance(details, dict):
+        raise ValidationError({"details": "details must be a JSON object"})
+    deployment = None
+    if deployment_id is not None:
+        deployment = Deployment.objects.select_related("environment").filter(pk=deployment_id).first()
+        if deployment is None:
+            raise ValidationError({"deployment": f"there is no deployment #{deployment_id}"})
+        if deployment.environment_id != agent.environment_id:
+            reason = f"deployment #{deployment_id} is not in this agent's environment {agent.environment.slug}"
+            agent_request_denied(
+                agent=agent,
+                action="heartbeat.rejected",
+                reason=reason,
+                data={"deployment": deployment_id, "deployment_environment": deployment.environment.slug},
+            )
+            raise PermissionDenied(reason)
+    now = now or timezone.now()
+    with transaction.atomic():
+        heartbeat = Heartbeat.objects.create(
+            agent=agent, received_at=now, status=status, version=version, deployment=deployment, details=details or {}
+        )
+        # Telemetry: a plain conditional UPDATE (no history row, no audit event) that only ever moves forward.
+        Agent.objects.filter(pk=agent.pk).filter(Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=now)).update(
+            last_seen_at=now
+        )
+        if version and version != agent.version:
+            _agent_version_change(agent=agent, version=version)
+    if agent.last_seen_at is None or agent.last_seen_at < now:
+        agent.last_seen_at = now
+    return heartbeat
+
+
+def _agent_version_change(*, agent: Agent, version: str) -> None:
+    locked = Agent.objects.select_for_update().get(pk=agent.pk)
+    if locked.version != version:  # another heartbeat may have recorded the same change first
+        old = locked.version
+        locked.version = version
+        locked._change_reason = f"version {old or '-'} → {version}"  # type: ignore[attr-defined]
+        locked.save(update_fields=["version"])
+        audit.record(actor=agent, action="agent.version_changed", target=locked, data={"from": old, "to": version})
+    agent.version = version
+
+
+HEARTBEAT_PRUNE_BATCH = 5000
+
+
+def heartbeat_prune(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete heartbeats received more than `older_than` ago; returns how many.
+
+    Deleted in batches, each its own transaction, so pruning a large backlog never holds one huge transaction.
+    """
+    if older_than <= timedelta(0):
+        raise ValidationError({"older_than": "the retention must be a positive duration"})
+    cutoff = (now or timezone.now()) - older_than
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Heartbeat.objects.filter(received_at__lt=cutoff)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:HEARTBEAT_PRUNE_BATCH]
+            )
+            if not batch:
+                break
+            deleted += Heartbeat.objects.filter(pk__in=batch).delete()[0]
+    if deleted:
+        audit.record(
+            actor=audit.SYSTEM,
+            action="heartbeat.pruned",
+            data={"deleted": deleted, "received_before": cutoff.isoformat()},
+        )
+    return deleted
+
+
+# --- the command channel -----------------------------------------------------------------------------------------
+
+COMMAND_LEASE_BATCH = 50
+ACK_STATUSES = (CommandStatus.SUCCEEDED, CommandStatus.FAILED)
+
+
+@transaction.atomic
+def command_create(
+    *,
+    agent: Agent,
+    kind: str,
+    payload: Any,
+    idempotency_key: str,
+    actor: Any,
+    deadline: datetime | None = None,
+) -> Command:
+    """Queue a command for an agent, at most once per idempotency key: a repeated key returns the existing command.
+
+    The unique constraint decides, never a lookup first: of two concurrent calls with one key, one inserts and the
+    other gets the command it inserted. Reusing a key for a different agent or kind is refused.
+    """
+    problems = {}
+    if not kind.strip():
+        problems["kind"] = "a command needs a kind"
+    if not idempotency_key.strip() or len(idempotency_key) > 128:
+        problems["idempotency_key"] = "an idempotency key is 1 to 128 characters"
+    if problems:
+        raise ValidationError(problems)
+    command = Command(
+        agent=agent,
+        kind=kind,
+        payload={} if payload is None else payload,
+        idempotency_key=idempotency_key,
+        deadline=deadline,
+    )
+    if hasattr(actor, "get_username"):
+        command._history_user = actor  # type: ignore[attr-defined]
+    try:
+        with transaction.atomic():  # a savepoint: a duplicate key fails alone, the caller's transaction goes on
+            command.save()
+    except IntegrityError:
+        existing = Command.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        if existing.agent_id != agent.pk or existing.kind != kind:
+            raise ValidationError(
+                {
+                    "idempotency_key": f"idempotency key {idempotency_key!r} already belongs to command "
+                    f"#{existing.pk} ({existing.kind} for agent {existing.agent})"
+                }
+            ) from None
+        return existing
+    # Judged after the insert, so a retry with the original (now past) deadline still finds its command above.
+    if deadline is not None and deadline <= timezone.now():
+        raise ValidationError({"deadline": "a command's deadline must be in the future"})
+    audit.record(
+        actor=actor,
+        action="command.created",
+        target=command,
+        data={
+            "kind": kind,
+            "idempotency_key": idempotency_key,
+            "deadline": deadline.isoformat() if deadline else None,
+        },
+    )
+    return command
+
+
+def command_lease(*, agent: Agent, now: datetime | None = None, limit: int = COMMAND_LEASE_BATCH) -> list[Command]:
+    """Lease the agent's waiting commands to it for TRACEFLUX_COMMAND_LEASE and return them, oldest first.
+
+    Waiting means pending, or delivered with the lease ended (never past the deadline). Each command moves by its own
+    compare-and-swap in its own transaction: one that a concurrent poll took first is skipped, and no transaction
+    holds one command's row lock while it waits for another's or for the audit chain.
+    """
+    now = now or timezone.now()
+    lease_until = now + settings.TRACEFLUX_COMMAND_LEASE
+    leased: list[Command] = []
+    waiting = list(Command.objects.for_agent(agent).leasable(now=now).order_by("created_at", "pk")[:limit])
+    for command in waiting:
+        with transaction.atomic():
+            if command.status == CommandStatus.PENDING:
+                try:
+                    transition(
+                        command,
+                        allowed=COMMAND_TRANSITIONS,
+                        new=CommandStatus.DELIVERED,
+                        actor=agent,
+                        reason="delivered to the agent",
+                        extra={
+                            "delivered_at": now,
+                            "lease_until": lease_until,
+                            "delivery_count": F("delivery_count") + 1,
+                        },
+                    )
+                except TransitionError:
+                    continue
+                action = "command.delivered"
+            else:
+                moved = Command.objects.filter(
+                    pk=command.pk, status=CommandStatus.DELIVERED, lease_until=command.lease_until
+                ).update(lease_until=lease_until, delivery_count=F("delivery_count") + 1)
+                if not moved:
+                    continue
+                command.refresh_from_db()
+                command._change_reason = (  # type: ignore[attr-defined]
+                    f"lease ended unacknowledged; delivered again (delivery {command.delivery_count})"
+                )
+                command.save(update_fields=["lease_until", "delivery_count"])  # the history row update() skipped
+                action = "command.redelivered"
+            audit.record(
+                actor=agent,
+                action=action,
+                target=command,
+                data={"delivery_count": command.delivery_count, "lease_until": lease_until.isoformat()},
+            )
+        leased.append(command)
+    return leased
+
+
+def command_expire_overdue(*, now: datetime | None = None) -> int:
+    """Expire commands past their deadline that nobody holds: pending ones, and delivered ones whose lease ended.
+
+    A command whose lease is still running is left to its agent until the lease ends. Returns how many expired.
+    """
+    now = now or timezone.now()
+    expired = 0
+    for command in list(Command.objects.overdue(now=now).select_related("agent__environment").order_by("pk")):
+        with transaction.atomic():
+            old = command.status
+            reason = f"deadline {command.deadline.isoformat()} passed"
+            try:
+                transition(command, allowed=COMMAND_TRANSITIONS, new=CommandStatus.EXPIRED, reason=reason)
+            except TransitionError:
+                continue  # acknowledged or expired meanwhile
+            audit.record(
+                actor=audit.SYSTEM,
+                action="command.expired",
+                target=command,
+                reason=reason,
+                data={"from": old, "delivery_count": command.delivery_count},
+            )
+            transaction.on_commit(partial(command_expired.send, sender=Command, command=command))
+        expired += 1
+    return expired
+
+
+@transaction.atomic
+def command_acknowledge(*, command: Command, agent: Agent, status: str, output: Any = None) -> tuple[Command, bool]:
+    """Record the agent's outcome for a delivered command; returns (command, changed).
+
+    Repeating the status already recorded changes nothing: no audit event, no signal, the first output is kept. Any
+    other status raises TransitionError naming the current one (the API answers 409). On commit, the signal
+    incidents.signals.command_acknowledged tells the command's owner.
+    """
+    if command.agent_id != agent.pk:
+        raise PermissionDenied(f"command #{command.pk} belongs to another agent")
+    if status not in ACK_STATUSES:
+        raise ValidationError({"status": f"{status!r} is not one of {', '.join(ACK_STATUSES)}"})
+    command.refresh_from_db()
+    if command.status == status:
+        return command, False
+    try:
+        transition(
+            command,
+            allowed=COMMAND_TRANSITIONS,
+            new=status,
+            actor=agent,
+            reason=f"acknowledged by the agent: {status}",
+            extra={"acknowledged_at": timezone.now(), "output": {} if output is None else output},
+        )
+    except TransitionError as exc:
+        if exc.current == status:  # the same acknowledgement, concurrently
+            command.refresh_from_db()
+            return command, False
+        raise TransitionError(
+            f"command #{command.pk} is {exc.current}; it cannot be acknowledged as {status}", current=exc.current
+        ) from exc
+    audit.record(
+        actor=agent,
+        action=f"command.{status}",
+        target=command,
+        data={"kind": command.kind, "delivery_count": command.delivery_count},
+    )
+    transaction.on_commit(partial(command_acknowledged.send, sender=Command, command=command, status=status))
+    return command, True
+
+
 __all__ = [
+    "EnrollmentRefused",
     "IncidentStatus",
+    "agent_assert_own",
     "agent_create",
+    "agent_enroll",
     "agent_key_create",
     "agent_key_revoke",
+    "agent_request_denied",
     "agent_set_enabled",
+    "command_acknowledge",
+    "command_create",
+    "command_expire_overdue",
+    "command_lease",
     "deployment_request",
     "deployment_transition",
+    "enrollment_token_create",
     "environment_create",
     "environment_set_posture",
+    "heartbeat_prune",
+    "heartbeat_record",
     "incident_note_add",
     "incident_open",
     "incident_transition",

@@ -127,3 +127,58 @@ def outsider(db):
 def _fast_password_hasher(settings):
     """PBKDF2 costs ~0.3 s per user created; tests are about behaviour, not hashing strength."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# --- the agent API -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Rate-limit counters, failure counters and refusal markers live in the cache: every test starts with none."""
+    from django.core.cache import cache
+
+    def clear() -> None:
+        # On Redis, clear() would FLUSHDB under the other xdist worker's feet: delete only this worker's prefix.
+        delete_pattern = getattr(cache, "delete_pattern", None)
+        if delete_pattern is not None:
+            delete_pattern("*")
+        else:
+            cache.clear()
+
+    clear()
+    yield
+    clear()
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def prod_agent(environments):
+    from tests.factories import AgentFactory
+
+    return AgentFactory(environment=environments["prod"], name="edge-prod-1", version="1.4.0")
+
+
+@pytest.fixture
+def prod_agent_key(prod_agent) -> str:
+    """The plaintext key of prod_agent, with every scope."""
+    from incidents.services import agent_key_create
+    from traceflux.audit import SYSTEM
+
+    _, plaintext = agent_key_create(agent=prod_agent, actor=SYSTEM)
+    return plaintext
+
+
+@pytest.fixture
+def agent_client(prod_agent_key):
+    """An API client that authenticates as prod_agent."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {prod_agent_key}")
+    return client

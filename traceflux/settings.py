@@ -182,6 +182,20 @@ else:
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 RATELIMIT_USE_CACHE = "default"
+# Every rate the product enforces, in one place (django-ratelimit syntax: count/period).
+TRACEFLUX_RATE_LIMITS = {
+    "uploads": env_str("TRACEFLUX_RATE_UPLOADS", "30/m"),
+    "heartbeats": env_str("TRACEFLUX_RATE_HEARTBEATS", "120/m"),
+    "commands": env_str("TRACEFLUX_RATE_COMMANDS", "120/m"),
+    "enroll": env_str("TRACEFLUX_RATE_ENROLL", "10/m"),
+}
+# A JSON request body larger than this is refused with 413 before it is read (judged by its Content-Length).
+TRACEFLUX_MAX_JSON_BODY = env_int("TRACEFLUX_MAX_JSON_BODY", 4 * 1024 * 1024, minimum=1024)
+# The largest artifact file an agent may upload. A Content-Length over it (plus a little room for the form's other
+# parts) is refused before the body is read; a body that grows past it is cut off as soon as it does. JSON documents
+# inside an upload (a snapshot, a bundle's manifest) are bounded by TRACEFLUX_MAX_JSON_BODY as well.
+# Uploads stream to FILE_UPLOAD_TEMP_DIR when it is set, else to MEDIA_ROOT/tmp (the same disk as the artifact store).
+TRACEFLUX_MAX_UPLOAD_BYTES = env_int("TRACEFLUX_MAX_UPLOAD_BYTES", 64 * 1024 * 1024, minimum=1)
 
 # --- auth and permissions ----------------------------------------------------------------------------------------
 
@@ -212,6 +226,7 @@ def _derived_key(purpose: str) -> str:
 
 AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY", _derived_key("traceflux.audit.chain"))
 AGENT_KEY_HMAC_KEY = env_str("AGENT_KEY_HMAC_KEY", _derived_key("traceflux.agent-keys"))
+ENROLLMENT_TOKEN_HMAC_KEY = env_str("ENROLLMENT_TOKEN_HMAC_KEY", _derived_key("traceflux.enrollment-tokens"))
 
 # --- REST API ----------------------------------------------------------------------------------------------------
 
@@ -220,6 +235,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "incidents.api.exceptions.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "TraceFlux API",
@@ -227,6 +243,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "DESCRIPTION": "The agent API. The reference, with examples and the meaning of every status code, is docs/api.md.",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # No validator badge: Swagger UI would otherwise send the schema to validator.swagger.io. The docs stay offline.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # Several models have a "status": give each choice set its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "HeartbeatStatusEnum": "incidents.models.HeartbeatStatus",
+        "CommandStatusEnum": "incidents.models.CommandStatus",
+        "CommandAckStatusEnum": ["succeeded", "failed"],
+    },
 }
 
 # --- Celery ------------------------------------------------------------------------------------------------------
@@ -243,7 +269,13 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Only relevant with a Redis broker: an unacknowledged task is redelivered after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "incidents.prune_heartbeats": {"task": "incidents.tasks.prune_heartbeats", "schedule": timedelta(hours=1)},
+    "incidents.expire_overdue_commands": {
+        "task": "incidents.tasks.expire_overdue_commands",
+        "schedule": timedelta(minutes=1),
+    },
+}
 # Project-level tasks (traceflux is not an installed app, so autodiscovery does not find them).
 CELERY_IMPORTS = ["traceflux.tasks"]
 
@@ -262,6 +294,9 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Uploaded artifacts, content-addressed (artifacts/sha256/ab/cd/<sha256>): the same bytes always land at the same
+    # name, so writing a name that exists is harmless and concurrent uploads of one file never pick alternative names.
+    "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -297,3 +332,9 @@ LOGGING = {
 # Resolves which environments' audit events a non-superuser may browse (the audit layer imports no app).
 TRACEFLUX_AUDIT_VISIBLE_ENVIRONMENTS = "incidents.selectors.visible_environment_slugs"
 TRACEFLUX_DEFAULT_APPROVAL_TTL = timedelta(hours=env_int("TRACEFLUX_DEFAULT_APPROVAL_TTL_HOURS", 24, minimum=1))
+# Heartbeats older than this are deleted by the incidents.tasks.prune_heartbeats beat task.
+TRACEFLUX_HEARTBEAT_RETENTION = timedelta(days=env_int("TRACEFLUX_HEARTBEAT_RETENTION_DAYS", 14, minimum=1))
+# An agent whose last heartbeat is older than this (or that never sent one) is stale.
+TRACEFLUX_AGENT_STALE_AFTER = timedelta(seconds=env_int("TRACEFLUX_AGENT_STALE_AFTER_SECONDS", 300, minimum=10))
+# How long a delivered command stays leased to its agent before an unacknowledged one is offered again.
+TRACEFLUX_COMMAND_LEASE = timedelta(seconds=env_int("TRACEFLUX_COMMAND_LEASE_SECONDS", 60, minimum=5))

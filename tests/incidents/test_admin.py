@@ -18,12 +18,14 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 from simple_history.admin import SimpleHistoryAdmin
 
+from artifacts.models import Artifact
 from incidents import services
 from incidents.models import (
     Agent,
     AgentKey,
     Command,
     Deployment,
+    EnrollmentToken,
     Environment,
     Heartbeat,
     Incident,
@@ -69,12 +71,20 @@ def world(admin_user, environments) -> dict[type[models.Model], models.Model]:
         Agent: agent,
         AgentKey: key,
         Heartbeat: HeartbeatFactory(agent=agent, deployment=deployment),
-        # No service issues commands yet (the agent protocol will); a plain row is enough to render its pages.
-        Command: Command.objects.create(agent=agent, kind="capture", idempotency_key="cmd-0001"),
+        Command: services.command_create(agent=agent, kind="capture", payload={}, idempotency_key="cmd-0001",
+                                         actor=admin_user),
+        EnrollmentToken: services.enrollment_token_create(
+            environment=prod, actor=admin_user, expires_at=timezone.now() + timedelta(hours=1)
+        )[0],
         PipelineVersion: version,
         Deployment: deployment,
         Incident: incident,
         IncidentNote: services.incident_note_add(incident=incident, author=admin_user, body=FIRST_NOTE),
+        # Artifacts arrive through the upload API (tests/artifacts); a plain row is enough to render their pages.
+        Artifact: Artifact.objects.create(
+            environment=prod, agent=agent, incident=incident, kind="incident_bundle", size=3, sha256="ab" * 32,
+            detected_type="tar.gz", captured_at=start, file="artifacts/sha256/ab/ab/" + "ab" * 32,
+        ),
         AuditEvent: audit.record(action="test.event", actor=admin_user, reason="rendering the console"),
         Group: Group.objects.create(name="operators"),
         admin_user.__class__: admin_user,
@@ -103,7 +113,7 @@ def test_it_offers_an_add_form_only_where_a_service_creates_the_object(rf, admin
     request.user = admin_user
     ours = [model for model in REGISTERED if model._meta.app_label == "incidents"]
     addable = {model for model in ours if admin.site._registry[model].has_add_permission(request)}
-    assert addable == {Environment, Agent, AgentKey, PipelineVersion, Deployment, Incident}
+    assert addable == {Environment, Agent, AgentKey, EnrollmentToken, PipelineVersion, Deployment, Incident}
     assert not admin.site._registry[AuditEvent].has_add_permission(request)
 
 
@@ -553,3 +563,48 @@ def test_it_lets_a_superuser_see_every_environment(admin_user, environments):
     body = client.get(admin_url(Environment, "changelist")).content.decode()
     for slug in ("dev", "staging", "prod"):
         assert f">{slug}<" in body
+
+
+# --- agent API surfaces in the console ---------------------------------------------------------------------------
+
+
+def test_it_shows_an_agents_refused_requests_of_the_last_hour_with_an_escalation_hint(client, admin_user, world):
+    from incidents.failures import failure_record
+
+    agent = world[Agent]
+    client.force_login(admin_user)
+    page = client.get(admin_url(Agent, "change", agent.pk)).content.decode()
+    assert "401: 0 · 403: 0 · 429: 0" in page
+    assert "escalate" not in page
+    for _ in range(12):
+        failure_record(code=429, agent_id=agent.pk)
+    failure_record(code=403, agent_id=agent.pk)
+    page = client.get(admin_url(Agent, "change", agent.pk)).content.decode()
+    assert "401: 0 · 403: 1 · 429: 12" in page
+    assert "repeated refusals: escalate" in page
+
+
+def test_it_issues_an_enrollment_token_once_and_stores_only_its_hmac(client, admin_user, environments):
+    client.force_login(admin_user)
+    response = client.post(
+        admin_url(EnrollmentToken, "add"), {"environment": environments["prod"].pk, "uses": 2, "expires_in_hours": 3}
+    )
+    assert response.status_code == 200
+    plaintext = response.context["plaintext"]
+    token = EnrollmentToken.objects.get()
+    assert plaintext.startswith(f"tfe_{token.prefix}_")
+    assert token.uses_left == 2
+    secret = plaintext.split("_", 2)[2]
+    assert secret not in token.secret_hmac
+    assert token.secret_hmac == services.enrollment_token_digest(secret)
+    assert secret not in client.get(admin_url(EnrollmentToken, "change", token.pk)).content.decode()
+
+
+def test_it_refuses_an_enrollment_token_in_an_environment_the_user_cannot_operate(client, approver1, environments):
+    grant(approver1, "view_enrollmenttoken", "add_enrollmenttoken")
+    client.force_login(approver1)
+    response = client.post(
+        admin_url(EnrollmentToken, "add"), {"environment": environments["prod"].pk, "uses": 1, "expires_in_hours": 1}
+    )
+    assert not EnrollmentToken.objects.exists()
+    assert response.status_code == 403

@@ -1,0 +1,54 @@
+"""Per-minute counters of 401, 403 and 429 answers to agents, kept in the shared cache.
+
+A flood of bad requests must stay cheap: one cache increment each, no database write, no lock, no audit event.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.core.cache import cache
+
+COUNTED = (401, 403, 429)
+BUCKET_SECONDS = 60
+RETENTION_MINUTES = 120
+
+
+def _subject(*, agent_id: int | None, prefix: str | None) -> str:
+    if agent_id is not None:
+        return f"agent:{agent_id}"
+    return f"prefix:{(prefix or '-')[:16]}"
+
+
+def _key(subject: str, code: int, bucket: int) -> str:
+    return f"agentfail:{subject}:{code}:{bucket}"
+
+
+def failure_record(
+    *, code: int, agent_id: int | None = None, prefix: str | None = None, now: float | None = None
+) -> None:
+    """Count one 401, 403 or 429 answer in the current minute's bucket; other codes are ignored."""
+    if code not in COUNTED:
+        return
+    bucket = int((now if now is not None else time.time()) // BUCKET_SECONDS)
+    key = _key(_subject(agent_id=agent_id, prefix=prefix), code, bucket)
+    # add() is a no-op when the key exists; incr() is atomic in Redis, so concurrent workers never lose a count.
+    cache.add(key, 0, timeout=RETENTION_MINUTES * 60)
+    try:
+        cache.incr(key)
+    except ValueError:  # evicted between add and incr: start again rather than fail the request
+        cache.add(key, 1, timeout=RETENTION_MINUTES * 60)
+
+
+def failure_counts(
+    *, agent_id: int | None = None, prefix: str | None = None, minutes: int = 60, now: float | None = None
+) -> dict[int, int]:
+    """How many 401, 403 and 429 answers in the last `minutes` minutes, by status code."""
+    subject = _subject(agent_id=agent_id, prefix=prefix)
+    current = int((now if now is not None else time.time()) // BUCKET_SECONDS)
+    buckets = range(current - min(minutes, RETENTION_MINUTES) + 1, current + 1)
+    keys = {_key(subject, code, bucket): code for code in COUNTED for bucket in buckets}
+    counts = dict.fromkeys(COUNTED, 0)
+    for key, value in cache.get_many(list(keys)).items():
+        counts[keys[key]] += int(value)
+    return counts
