@@ -1,16 +1,26 @@
+"""The demo world as incidents.demo builds it (`manage.py seed_demo`, in replays, adds the evidence on top: see
+tests/replays/test_seed_demo.py)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
-from io import StringIO
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management import CommandError, call_command
 from guardian.models import UserObjectPermission
 
-from incidents.demo import ANCHOR, BASELINE_LABEL, CANDIDATE_LABEL, INCIDENT_REF, SOURCE_AGENT, build_plan
+from incidents.demo import (
+    ANCHOR,
+    BASELINE_LABEL,
+    CANDIDATE_LABEL,
+    INCIDENT_REF,
+    SOURCE_AGENT,
+    SeedReport,
+    build_plan,
+    seed_demo,
+)
 from incidents.models import (
     Agent,
     Deployment,
@@ -37,10 +47,8 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def seed(**options: Any) -> str:
-    out = StringIO()
-    call_command("seed_demo", stdout=out, **options)
-    return out.getvalue()
+def seed(**options: Any) -> SeedReport:
+    return seed_demo(**options)
 
 
 def counts() -> dict[str, int]:
@@ -76,17 +84,18 @@ def snapshot() -> dict[str, Any]:
 
 @pytest.mark.django_db
 def test_it_leaves_the_same_rows_and_values_when_run_twice():
-    first_output = seed()
+    first = seed()
     after_first, values_after_first = counts(), snapshot()
     assert audit_verify().ok
 
-    second_output = seed()
+    second = seed()
 
     assert counts() == after_first
     assert snapshot() == values_after_first
     assert audit_verify().ok
-    assert "created 4 users, 3 environments, 7 agents, 840 heartbeats" in first_output
-    assert "nothing to create" in second_output
+    assert dict(first.created) == {"users": 4, "environments": 3, "agents": 7, "heartbeats": 840,
+                                   "pipeline versions": 2, "deployments": 3, "incidents": 1, "notes": 2}
+    assert not +second.created
 
 
 @pytest.mark.django_db
@@ -206,6 +215,6 @@ def test_it_generates_the_same_telemetry_from_the_same_seed_and_the_same_specs_f
 
 @pytest.mark.django_db
 def test_it_refuses_a_heartbeat_history_out_of_range():
-    with pytest.raises(CommandError, match="heartbeat_minutes must be between 1 and 1440, not 0"):
+    with pytest.raises(ValueError, match="heartbeat_minutes must be between 1 and 1440, not 0"):
         seed(heartbeat_minutes=0)
     assert not Environment.objects.exists()

@@ -1,7 +1,9 @@
-"""`manage.py seed_demo`: fill the embedded demo with environments, agents, pipelines and one prod incident.
+"""`manage.py seed_demo`: fill the embedded demo with environments, agents, pipelines, one prod incident and its
+evidence (the source agent's incident bundle and a runtime snapshot).
 
-Idempotent: a second run finds every row by its natural key and writes nothing. The logic lives in
-incidents.demo; this command only parses options and prints.
+Idempotent: a second run finds every row by its natural key (and every artifact by its SHA-256) and writes nothing.
+The world is built by incidents.demo and the evidence by artifacts.demo; the command lives in the top app because
+only here may both be imported (incidents may not import artifacts). It only parses options and prints.
 """
 
 from __future__ import annotations
@@ -10,11 +12,21 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from incidents.demo import DEFAULT_HEARTBEAT_MINUTES, DEFAULT_SEED, MAX_HEARTBEAT_MINUTES, SeedReport, seed_demo
+from artifacts.demo import ArtifactSeedReport, seed_artifacts
+from artifacts.errors import UploadRefused
+from artifacts.models import Artifact, ArtifactKind
+from incidents.demo import (
+    DEFAULT_HEARTBEAT_MINUTES,
+    DEFAULT_SEED,
+    MAX_HEARTBEAT_MINUTES,
+    SOURCE_AGENT,
+    SeedReport,
+    seed_demo,
+)
 from incidents.models import Agent, Deployment, Environment, Heartbeat, Incident, PipelineVersion
 
 CREATED_ORDER = ("users", "environments", "agents", "heartbeats", "pipeline versions", "deployments", "incidents",
-                 "notes")
+                 "notes", "artifacts")
 
 
 def _count(n: int, plural: str) -> str:
@@ -22,7 +34,8 @@ def _count(n: int, plural: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Create the demo data (idempotent): dev/staging/prod, agents with heartbeats, pipelines, one incident."
+    help = ("Create the demo data (idempotent): dev/staging/prod, agents with heartbeats, pipelines, one incident "
+            "with its incident bundle and a snapshot.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -36,12 +49,17 @@ class Command(BaseCommand):
             report = seed_demo(seed=seed, heartbeat_minutes=heartbeat_minutes)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self._summary(report))
+        try:
+            evidence = seed_artifacts(plan=report.plan)
+        except UploadRefused as exc:
+            raise CommandError(f"the demo evidence was refused by the upload service: {exc.detail}") from exc
+        self.stdout.write(self._summary(report, evidence))
         self.stdout.write("")
         self.stdout.write(self._logins(report))
 
-    def _summary(self, report: SeedReport) -> str:
-        made = [_count(report.created[kind], kind) for kind in CREATED_ORDER if report.created[kind]]
+    def _summary(self, report: SeedReport, evidence: ArtifactSeedReport) -> str:
+        created = report.created + evidence.created
+        made = [_count(created[kind], kind) for kind in CREATED_ORDER if created[kind]]
         lines = [
             f"Demo seeded (seed {report.plan.seed}): created {', '.join(made)}."
             if made else f"Demo already seeded (seed {report.plan.seed}): nothing to create."
@@ -51,7 +69,7 @@ class Command(BaseCommand):
             f"{_count(Heartbeat.objects.count(), 'heartbeats')}, "
             f"{_count(PipelineVersion.objects.count(), 'pipeline versions')}, "
             f"{_count(Deployment.objects.filter(status='active').count(), 'active deployments')}, "
-            f"{_count(Incident.objects.count(), 'incidents')}."
+            f"{_count(Incident.objects.count(), 'incidents')}, {_count(Artifact.objects.count(), 'artifacts')}."
         )
         incident = report.incident
         if incident is not None:
@@ -61,6 +79,15 @@ class Command(BaseCommand):
                 f"{incident.window_end:%H:%M} UTC, source agent {incident.source_agent}, "
                 f"deployment {incident.deployment}."
             )
+        for artifact in evidence.artifacts:
+            if artifact.kind == ArtifactKind.INCIDENT_BUNDLE:
+                signals = sum(artifact.signal_counts.values())
+                version = artifact.pipeline_version.label if artifact.pipeline_version else "unknown"
+                what = (f"incident bundle of {artifact.incident.ref if artifact.incident else 'no incident'}: "
+                        f"{signals} signals, pipeline version {version}")
+            else:
+                what = f"snapshot of {artifact.agent.name} at {artifact.captured_at:%H:%M} UTC"
+            lines.append(f"  Artifact #{artifact.pk} {what}, {artifact.size} bytes, sha256 {artifact.sha256[:12]}.")
         return "\n".join(lines)
 
     def _logins(self, report: SeedReport) -> str:
@@ -69,4 +96,6 @@ class Command(BaseCommand):
         widths = [max(len(row[i]) for row in rows) for i in range(2)]
         lines = ["Demo logins (for this embedded demo only; a password is set when its user is created, never reset):"]
         lines += [f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}" for row in rows]
+        lines.append("Agent keys are shown once, so the seed makes none: "
+                     f"`manage.py agent_key create --agent {SOURCE_AGENT}` prints one (README: Agent client).")
         return "\n".join(lines)
