@@ -30,7 +30,7 @@ EMBEDDED := env -u TRACEFLUX_MODE -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_
 help:
 	@echo "make demo    serve the portal with demo data at http://$(DEMO_ADDR)/ (embedded SQLite, no services)"
 	@echo "make test    ruff, then the whole suite with pytest -n $(PYTEST_WORKERS) (CI=true: PostgreSQL, Redis, RabbitMQ)"
-	@echo "make bench   print audit, spec-hash and key-check figures (benchmarks/run.py)"
+	@echo "make bench   print audit, spec-hash and key-check figures, then agent-API figures through gunicorn (benchmarks/)"
 	@echo "make lint    ruff check ."
 	@echo "make clean   remove caches and collected static files; make distclean also removes .venv and var/"
 
@@ -73,8 +73,10 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
+# run.py in process; agent_api.py through a real gunicorn on loopback (and PostgreSQL for heartbeats when it answers).
 bench: $(RUNTIME_STAMP)
 	$(EMBEDDED) $(PY) benchmarks/run.py
+	$(EMBEDDED) $(PY) benchmarks/agent_api.py
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

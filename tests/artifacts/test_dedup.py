@@ -173,3 +173,37 @@ def test_it_stores_twenty_simultaneous_identical_uploads_once(agent_key, media_r
     assert Incident.objects.count() == 1
     assert files_under(media_root) == [artifact.file.name]
     assert AuditEvent.objects.filter(action="artifact.duplicate").count() == uploads - 1
+
+
+@pytest.mark.django_db
+def test_it_answers_a_repeat_from_the_same_agent_without_validating_again(client, agent_key, monkeypatch):
+    content = bundle_bytes()
+    assert post_upload(client, agent_key, content).status_code == 201
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a repeat of stored bytes must not be validated again")
+
+    monkeypatch.setattr("artifacts.services.validate_bundle", must_not_run)
+    again = post_upload(client, agent_key, content)
+
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert Artifact.objects.get().duplicate_count == 1
+
+
+@pytest.mark.django_db
+def test_it_judges_another_agents_repeat_whole_and_refuses_its_claim(client, agent_key, agent, media_root):
+    from incidents import services
+
+    content = bundle_bytes()
+    assert post_upload(client, agent_key, content).status_code == 201
+    other = AgentFactory(environment=agent.environment, name="edge-other")
+    _, other_key = services.agent_key_create(agent=other, actor=None)
+
+    response = post_upload(client, other_key, content)
+
+    assert response.status_code == 403
+    assert response.json()["field"] == "manifest.agent"
+    artifact = Artifact.objects.get()
+    artifact.refresh_from_db()
+    assert artifact.duplicate_count == 0
