@@ -24,13 +24,13 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from simple_history.admin import SimpleHistoryAdmin
 
-from replays.engine import CanonicalJSONError, spec_hash, window_problem
+from replays.engine import window_problem
 from traceflux.statemachine import TransitionError
 
 from . import selectors, services
@@ -698,7 +698,7 @@ class CommandAdmin(ConsoleAdmin):
 
 
 class PipelineVersionAddForm(forms.ModelForm):
-    """The spec is hashed here exactly as pipeline_version_create hashes it, so a duplicate is a form error."""
+    """The spec is checked by the service's own pipeline_spec_check, so a bad or duplicate spec is a form error."""
 
     class Meta:
         model = PipelineVersion
@@ -706,20 +706,54 @@ class PipelineVersionAddForm(forms.ModelForm):
 
     def clean_spec(self) -> Any:
         spec = self.cleaned_data["spec"]
-        if not isinstance(spec, dict):
-            raise ValidationError("a pipeline spec must be a JSON object")
         try:
-            digest = spec_hash(spec)
-        except CanonicalJSONError as exc:
-            raise ValidationError(str(exc)) from exc
-        existing = PipelineVersion.objects.filter(spec_hash=digest).first()
-        if existing is not None:
-            raise ValidationError(f"this spec is already pipeline version {existing.label} ({digest})")
+            services.pipeline_spec_check(spec=spec)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["spec"]) from exc
         return spec
+
+
+class AlertmanagerImportForm(forms.Form):
+    label = forms.CharField(max_length=50, help_text="The new version's label, such as v3.0.0.")
+    config = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 16, "cols": 90}), help_text="alertmanager.yml, pasted."
+    )
+    config_file = forms.FileField(required=False, help_text="…or alertmanager.yml as a file.")
+    silences = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 90}),
+        help_text="Optional: Alertmanager's silence JSON (GET /api/v2/silences).",
+    )
+    parent = forms.ModelChoiceField(queryset=PipelineVersion.objects.none(), required=False)
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 90}))
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["parent"].queryset = selectors.visible_pipeline_versions(user=user)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        upload = cleaned.get("config_file")
+        text = cleaned.get("config") or ""
+        if upload is not None:
+            try:
+                text = upload.read(1024 * 1024 + 1).decode("utf-8")
+            except UnicodeDecodeError:
+                self.add_error("config_file", "the file is not UTF-8 text")
+        if not text.strip():
+            self.add_error("config", "paste the configuration or choose its file")
+        cleaned["config_text"] = text
+        cleaned["silences_list"] = None
+        if (cleaned.get("silences") or "").strip():
+            try:
+                cleaned["silences_list"] = services.alertmanager_silences_parse(cleaned["silences"])
+            except ValueError as exc:
+                self.add_error("silences", str(exc))
+        return cleaned
 
 
 @admin.register(PipelineVersion)
 class PipelineVersionAdmin(ConsoleAdmin):
+    change_list_template = "admin/incidents/pipelineversion/change_list.html"
     environment_path = None  # global policy, not environment data (see selectors.visible_pipeline_versions)
     add_form = PipelineVersionAddForm
     add_fields = ("label", "spec", "parent", "notes")
@@ -741,6 +775,42 @@ class PipelineVersionAdmin(ConsoleAdmin):
         return services.pipeline_version_create(
             label=data["label"], spec=data["spec"], actor=request.user, parent=data["parent"], notes=data["notes"]
         )
+
+    def get_urls(self) -> list:
+        extra = [
+            path(
+                "import-alertmanager/",
+                self.admin_site.admin_view(self.import_alertmanager_view),
+                name="incidents_pipelineversion_import_alertmanager",
+            )
+        ]
+        return extra + super().get_urls()
+
+    def import_alertmanager_view(self, request: HttpRequest) -> HttpResponse:
+        """A pipeline version from an Alertmanager configuration: the same service as `pipeline_version import`."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied("you may not create pipeline versions")
+        form = AlertmanagerImportForm(request.POST or None, request.FILES or None, user=request.user)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                version = services.pipeline_version_import_alertmanager(
+                    label=data["label"], config_text=data["config_text"], silences=data["silences_list"],
+                    actor=request.user, parent=data["parent"], notes=data["notes"],
+                )
+            except ValidationError as exc:
+                for field, messages_ in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, messages_)
+            else:
+                self.message_user(request, f"Imported {version.label}: {version.spec_hash}", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:incidents_pipelineversion_change", args=[version.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import an Alertmanager configuration",
+            "opts": self.opts,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/incidents/pipelineversion/import_alertmanager.html", context)
 
 
 class DeploymentAddForm(forms.ModelForm):

@@ -14,7 +14,6 @@ time of seeding; that is what a real operator's clicks would have left too.
 
 from __future__ import annotations
 
-import copy
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group, Permission
 from django.db import transaction
 from guardian.shortcuts import assign_perm
+
+from replays.engine.demo_policies import baseline_policy, tightened_policy
 
 from . import services
 from .models import (
@@ -148,37 +149,16 @@ class DemoPlan:
 
 
 def baseline_spec() -> dict[str, Any]:
-    """The correlation policy in production: edge-gw errors are fingerprinted by route alone."""
-    return {
-        "schema": 1,
-        "normalize": {
-            "lowercase_labels": True,
-            "drop_labels": ["pod_ip", "request_id", "trace_id"],
-            "rename_labels": {"dc": "region", "svc": "service"},
-        },
-        "fingerprint": {
-            "rules": [
-                {"match": {"service": "edge-gw"}, "fields": ["source", "name", "labels.route"]},
-                {"match": {"service": "auth"}, "fields": ["source", "name", "labels.tenant"]},
-            ],
-            "default": ["source", "name", "labels"],
-        },
-        "dedup_window_s": 60,
-        "suppression": {"flap_threshold": 3, "flap_window_s": 600, "maintenance_label": "maintenance"},
-        "correlation": {"group_by": ["service", "region", "pop"], "window_s": 300},
-    }
+    """The correlation policy in production (traceflux.policy/v1, owned by the engine: docs/policy.md)."""
+    return baseline_policy()
 
 
-def tighter_spec(parent: dict[str, Any]) -> dict[str, Any]:
-    """The parent with a finer edge-gw fingerprint: upstream timeouts and TLS resets stop collapsing into one group.
+def tighter_spec() -> dict[str, Any]:
+    """The baseline plus a BGP + DNS join per POP: a session flap and the DNS errors it causes page once.
 
-    Only the fingerprint changes, so a replay of the incident window against both versions isolates that change.
+    Only the join changes, so a replay of the incident window against both versions isolates that change.
     """
-    spec = copy.deepcopy(parent)
-    for rule in spec["fingerprint"]["rules"]:
-        if rule["match"].get("service") == "edge-gw":
-            rule["fields"] = [*rule["fields"], "labels.upstream", "labels.status_class"]
-    return spec
+    return tightened_policy()
 
 
 # Model-level permissions open the admin pages; what rows a user sees there is narrowed per environment by the
@@ -298,8 +278,8 @@ def build_plan(*, seed: int = DEFAULT_SEED, heartbeat_minutes: int = DEFAULT_HEA
         heartbeats={agent.name: _heartbeats(rng, agent, heartbeat_minutes) for agent in agents},
         pipeline_versions=(
             DemoPipelineVersion(BASELINE_LABEL, baseline, None, "Baseline correlation policy."),
-            DemoPipelineVersion(CANDIDATE_LABEL, tighter_spec(baseline), BASELINE_LABEL,
-                                "Tighter edge-gw fingerprint: adds labels.upstream and labels.status_class."),
+            DemoPipelineVersion(CANDIDATE_LABEL, tighter_spec(), BASELINE_LABEL,
+                                "Tightened correlation: BGP and DNS signals at one POP within 60 s are one episode."),
         ),
         baseline=BASELINE_LABEL,
         incident=DemoIncident(
@@ -318,9 +298,9 @@ def build_plan(*, seed: int = DEFAULT_SEED, heartbeat_minutes: int = DEFAULT_HEA
             notes=(
                 "Paged at 14:01 UTC by the edge-gw 5xx alert. edge-use1-pop12-a reports failing with over 10% errors; "
                 "edge-use1-pop12-b is degraded but serving. Captured the 14:00-14:04 UTC window.",
-                f"Under {BASELINE_LABEL} upstream timeouts and TLS resets collapse into one fingerprint group. "
-                f"{CANDIDATE_LABEL} splits them by upstream and status class; a dry-run replay of this window "
-                "against it should tell whether it would have paged sooner.",
+                f"Under {BASELINE_LABEL} the BGP session flap and the DNS SERVFAILs at POP-12 paged as separate "
+                f"incidents. {CANDIDATE_LABEL} joins them per POP; a dry-run replay of this window against it "
+                "should tell whether one page would have been enough.",
             ),
         ),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Iterable
@@ -20,6 +21,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from replays.engine import CanonicalJSONError, spec_hash, window_problem
+from replays.engine.alertmanager import import_alertmanager
+from replays.engine.errors import FormatError
+from replays.engine.policy import load_policy
 from traceflux import audit
 from traceflux.audit import AuditActor
 from traceflux.statemachine import TransitionError, transition
@@ -239,21 +243,31 @@ def agent_key_revoke(*, key: AgentKey, actor: Any, reason: str = "") -> AgentKey
 # --- pipeline versions -------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
-def pipeline_version_create(
-    *, label: str, spec: Any, actor: Any, parent: PipelineVersion | None = None, notes: str = ""
-) -> PipelineVersion:
+def pipeline_spec_check(*, spec: Any) -> str:
+    """The spec hash of a spec that is a valid, new policy; ValidationError on `spec` naming the JSON path otherwise.
+
+    The admin's add form calls this too, so a bad spec is a form error there, never a failed save.
+    """
     if not isinstance(spec, dict):
         raise ValidationError({"spec": "a pipeline spec must be a JSON object"})
     try:
         digest = spec_hash(spec)
-    except CanonicalJSONError as exc:
-        raise ValidationError({"spec": str(exc)}) from exc
-    if PipelineVersion.objects.filter(label=label).exists():
-        raise ValidationError({"label": f"pipeline version {label!r} already exists"})
+        load_policy(spec)
+    except (CanonicalJSONError, FormatError) as exc:
+        raise ValidationError({"spec": getattr(exc, "detail", None) or str(exc)}) from exc
     existing = PipelineVersion.objects.filter(spec_hash=digest).first()
     if existing:
         raise ValidationError({"spec": f"this spec is already pipeline version {existing.label} ({digest})"})
+    return digest
+
+
+@transaction.atomic
+def pipeline_version_create(
+    *, label: str, spec: Any, actor: Any, parent: PipelineVersion | None = None, notes: str = ""
+) -> PipelineVersion:
+    if PipelineVersion.objects.filter(label=label).exists():
+        raise ValidationError({"label": f"pipeline version {label!r} already exists"})
+    digest = pipeline_spec_check(spec=spec)
     version = PipelineVersion(
         label=label,
         spec=spec,
@@ -275,6 +289,42 @@ def pipeline_version_create(
         data={"spec_hash": digest, "parent": parent.label if parent else None},
     )
     return version
+
+
+def alertmanager_silences_parse(text: str) -> list[Any]:
+    """Alertmanager's silence JSON (GET /api/v2/silences: a list; or one silence object) → a list; ValueError names
+    the problem."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"line {exc.lineno}, column {exc.colno}: not JSON: {exc.msg}") from exc
+    if isinstance(data, dict):  # one silence, as POST /api/v2/silences takes it
+        return [data]
+    if not isinstance(data, list):
+        raise ValueError("must be a JSON list of Alertmanager silences")
+    return data
+
+
+def pipeline_version_import_alertmanager(
+    *,
+    label: str,
+    config_text: str,
+    actor: Any,
+    silences: list[Any] | None = None,
+    parent: PipelineVersion | None = None,
+    notes: str = "",
+    name: str | None = None,
+) -> PipelineVersion:
+    """A pipeline version whose policy groups, inhibits and silences as this Alertmanager configuration does.
+
+    Errors are ValidationErrors on `config` or `silences`, naming the YAML or JSON path.
+    """
+    try:
+        spec = import_alertmanager(config_text, silences=silences, **({"name": name} if name else {}))
+    except FormatError as exc:
+        field = "silences" if (exc.field or "").startswith("silences") else "config"
+        raise ValidationError({field: exc.detail}) from exc
+    return pipeline_version_create(label=label, spec=spec, actor=actor, parent=parent, notes=notes)
 
 
 # --- deployments -------------------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def service_problem(name: str) -> str | None:
         return None if os.path.exists("/usr/bin/chromium") else "needs Debian's chromium at /usr/bin/chromium"
     if name == "alertmanager":
         found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-        return None if found else "needs prometheus-alertmanager on PATH"
+        # amtool ships in the same Debian package; the parity suite uses both.
+        return None if found and shutil.which("amtool") else "needs prometheus-alertmanager and amtool on PATH"
     raise ValueError(f"unknown service {name!r}")
 
 

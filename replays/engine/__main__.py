@@ -1,5 +1,10 @@
-"""Command line for the engine's formats.
+"""Command line for the engine: replay a window, and the format tools.
 
+python -m replays.engine --policy POLICY.json | --alertmanager-config alertmanager.yml [--silences silences.json]
+                         --signals signals.jsonl|bundle.tar.gz [--baseline baseline.json]
+                         [--compare-policy OTHER.json] [--scope service=edge-gw,pop=POP-12] [--window START/END]
+                         [--output report.json] [--evidence evidence.tar.gz] [--progress]
+                                                 replay and print (or write) the report: replays/engine/cli.py
 python -m replays.engine spec-hash FILE          print the spec hash of a JSON policy file ('-' for stdin)
 python -m replays.engine validate FILE [--kind incident_bundle|snapshot]
                                                  print what the file holds as JSON, or the error as JSON (exit 2)
@@ -119,7 +124,23 @@ def _sample_spec_choice(args: argparse.Namespace) -> tuple[str, dict | None]:
     return digest, None if args.no_spec or digest != sample_digest else sample_spec()
 
 
+SUBCOMMANDS = ("spec-hash", "validate", "make-sample", "schemas")
+_SUBCOMMAND_HELP = (
+    "other commands (each has --help):\n"
+    "  spec-hash FILE            print the spec hash of a JSON policy file\n"
+    "  validate FILE             check an incident bundle or snapshot\n"
+    "  make-sample --seed N ...  write a seeded sample incident bundle\n"
+    "  schemas --out DIR         write the JSON Schemas"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A leading subcommand name selects a format tool; anything else is the replay's options (the issue's form).
+    if not argv or argv[0] not in SUBCOMMANDS:
+        from .cli import replay_main  # the replay stack loads only for a replay, not for `validate`
+
+        return replay_main(argv, subcommands=_SUBCOMMAND_HELP)
     args = _parser().parse_args(argv)
 
     if args.command == "spec-hash":

@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,7 +151,7 @@ def check_baseline(baseline: Any) -> None:
                 placed[signal_id] = path
 
 
-def check_baseline_refs(baseline: Mapping[str, Any], signal_ids: set[str]) -> None:
+def check_baseline_refs(baseline: Mapping[str, Any], signal_ids: Container[str]) -> None:
     """Every signal id the baseline names must be a signal of signals.jsonl."""
     unknown: list[tuple[str, str]] = []
     for index, incident in enumerate(baseline["incidents"]):

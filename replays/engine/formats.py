@@ -28,7 +28,7 @@ MiB = 1024 * KiB
 
 BUNDLE_FORMAT = "traceflux.incident-bundle/v1"
 SNAPSHOT_FORMAT = "traceflux.snapshot/v1"
-SCHEMA_NAMES = ("manifest", "signal", "baseline", "snapshot")
+SCHEMA_NAMES = ("manifest", "signal", "baseline", "snapshot", "policy")
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def read_limited(stream: Any, *, name: str, limit: int) -> bytes:
 
 
 def schema_bytes(name: str) -> bytes:
-    """The exact bytes of a packaged schema (`manifest`, `signal`, `baseline` or `snapshot`)."""
+    """The exact bytes of a packaged schema (`manifest`, `signal`, `baseline`, `snapshot` or `policy`)."""
     if name not in SCHEMA_NAMES:
         raise ValueError(f"unknown schema {name!r}")
     return (resources.files(__package__) / "schemas" / f"{name}.schema.json").read_bytes()

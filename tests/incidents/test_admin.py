@@ -40,7 +40,7 @@ from traceflux.audit.models import AuditEvent
 REGISTERED = sorted(admin.site._registry, key=lambda model: model._meta.label)
 WITH_HISTORY = [model for model in REGISTERED if isinstance(admin.site._registry[model], SimpleHistoryAdmin)]
 FIRST_NOTE = "first look: 5xx at POP-12"
-SPEC = {"fingerprint": {"fields": ["source", "name"]}, "window": {"max_seconds": 600}}
+SPEC = {"schema": "traceflux.policy/v1", "name": "console test policy", "correlation": {"window_s": 600}}
 
 
 def admin_url(model: type[models.Model], view: str, *args: Any) -> str:
@@ -347,6 +347,18 @@ def test_it_computes_the_spec_hash_of_a_pipeline_version_added_in_the_console(cl
     assert AuditEvent.objects.filter(action="pipeline_version.created", target_id=str(version.pk)).exists()
 
 
+def test_it_refuses_a_spec_that_is_not_a_valid_policy_naming_the_json_path(client, admin_user):
+    client.force_login(admin_user)
+    bad = {**SPEC, "correlation": {"window_s": "five minutes"}}
+
+    response = client.post(admin_url(PipelineVersion, "add"),
+                           {"label": "v3.0.1", "spec": json.dumps(bad), "parent": "", "notes": ""})
+
+    assert response.status_code == 200
+    assert "$.correlation.window_s" in response.context["adminform"].form.errors["spec"][0]
+    assert not PipelineVersion.objects.filter(label="v3.0.1").exists()
+
+
 def test_it_refuses_a_spec_that_is_already_a_version(client, admin_user, world):
     client.force_login(admin_user)
 
@@ -608,3 +620,63 @@ def test_it_refuses_an_enrollment_token_in_an_environment_the_user_cannot_operat
     )
     assert not EnrollmentToken.objects.exists()
     assert response.status_code == 403
+
+
+# --- importing an Alertmanager configuration ---------------------------------------------------------------------
+
+AM_CONFIG = """
+route:
+  receiver: default
+  group_by: [alertname, pop]
+  routes:
+    - receiver: network
+      matchers: ['alertname=~"BGP.*"']
+receivers:
+  - name: default
+  - name: network
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="warning"']
+    equal: [pop]
+"""
+
+
+def test_it_imports_an_alertmanager_configuration_through_the_service(client, admin_user):
+    client.force_login(admin_user)
+    url = reverse("admin:incidents_pipelineversion_import_alertmanager")
+    assert "Import Alertmanager config" in client.get(admin_url(PipelineVersion, "changelist")).content.decode()
+
+    response = client.post(url, {"label": "am-1", "config": AM_CONFIG, "silences": "", "notes": "from prod AM"})
+
+    assert response.status_code == 302
+    version = PipelineVersion.objects.get(label="am-1")
+    assert version.spec_hash == spec_hash(version.spec)
+    assert version.spec["correlation"]["routes"]["routes"][0]["receiver"] == "network"
+    assert version.created_by == admin_user
+    assert AuditEvent.objects.filter(action="pipeline_version.created", target_id=str(version.pk)).exists()
+
+
+def test_it_names_the_yaml_path_of_a_bad_configuration_and_creates_nothing(client, admin_user):
+    client.force_login(admin_user)
+    bad = AM_CONFIG.replace("equal: [pop]", "equal: pop")
+
+    response = client.post(reverse("admin:incidents_pipelineversion_import_alertmanager"),
+                           {"label": "am-2", "config": bad, "silences": "[not json"})
+
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert "silences" in errors and "not JSON" in errors["silences"][0]
+    assert not PipelineVersion.objects.filter(label="am-2").exists()
+    response = client.post(reverse("admin:incidents_pipelineversion_import_alertmanager"),
+                           {"label": "am-2", "config": bad})
+    assert "inhibit_rules[0].equal" in response.context["form"].errors["config"][0]
+    assert not PipelineVersion.objects.exists()
+
+
+def test_it_refuses_the_import_page_to_staff_who_may_not_add_versions(client, operator):
+    grant(operator, "view_pipelineversion")
+    client.force_login(operator)
+    response = client.post(reverse("admin:incidents_pipelineversion_import_alertmanager"),
+                           {"label": "am-3", "config": AM_CONFIG})
+    assert response.status_code == 403
+    assert not PipelineVersion.objects.exists()
