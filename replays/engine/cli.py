@@ -6,9 +6,9 @@
         [--progress]
 
 A bundle (tar.gz or zip, told by its bytes) brings its window and its baseline.json (unless --baseline names
-another); a signals.jsonl file brings neither. Signals are streamed, once per replay and once more for the report,
-never held whole. Every problem with the inputs is one line of JSON on stderr and exit status 2; a bug is a
-traceback and exit status 1.
+another); a signals.jsonl file brings neither. Signals are parsed once and held (pooled, sharing equal label sets)
+for the replay, the compare replay and the report's timeline. Every problem with the inputs is one line of JSON on
+stderr and exit status 2; a bug is a traceback and exit status 1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from .alertmanager import import_alertmanager
 from .bundles import Bundle, check_baseline, check_baseline_refs, open_bundle
-from .correlate import ReplayResult, replay
+from .correlate import ReplayResult, pooled, replay
 from .errors import FormatError, Invalid
 from .evidence import selection_document, write_evidence
 from .formats import DEFAULT_LIMITS, load_json_document, parse_timestamp, read_limited
@@ -228,7 +228,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], bytes]:
             baseline = load_json_document(_read_file(args.baseline, what="baseline"), name=args.baseline)
             check_baseline(baseline)
         window = args.window or source.window
-        reader, signals = source.checked()
+        reader, stream = source.checked()
+        # Parsed and pooled once: the compare replay and the report's timeline reuse the same list.
+        signals = pooled(stream)
+        error = reader.error()
+        if error is not None:
+            raise error
         result = replay(
             policy,
             signals,
@@ -236,16 +241,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], bytes]:
             window=window,
             on_progress=_progress_printer("policy") if args.progress else None,
         )
-        error = reader.error()
-        if error is not None:
-            raise error
         if baseline is not None:
             check_baseline_refs(baseline, reader.ids)
         compare: ReplayResult | None = None
         if compare_policy is not None:
             compare = replay(
                 compare_policy,
-                source.all(),
+                signals,
                 scope=args.scope,
                 window=window,
                 on_progress=_progress_printer("compare") if args.progress else None,
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], bytes]:
             baseline=baseline,
             compare=compare,
             compare_spec=compare_spec,
-            signals=source.all(),
+            signals=signals,
         )
         data = report_bytes(report)
         if args.evidence is not None:

@@ -278,6 +278,16 @@ def signals_digest(signals: list[Signal]) -> str:
 _POOL_PROBE = 50_000  # signals seen before judging whether sharing label sets pays
 
 
+class Pooled(list):
+    """Signals already through _pooled: replay() takes them as they are, so one parse can feed a replay, a compare
+    replay and the report."""
+
+
+def pooled(signals: Iterable[Signal]) -> Pooled:
+    """Read and pool signals once, for callers that replay the same signals more than once (the CLI's compare)."""
+    return Pooled(_pooled(signals))
+
+
 def _pooled(signals: Iterable[Signal]) -> list[Signal]:
     """The signals as a list, with equal label dicts and equal source, name and severity strings shared.
 
@@ -322,7 +332,8 @@ def ingest(
     """Stage 1. Keep the signals inside `window` (both ends included), sort them by (ts, id), normalize them as the
     policy says, then keep those whose labels equal every `scope` value. The digest covers the selected signals as
     they came in, before normalization: two policies replayed over the same evidence report the same digest."""
-    raw = _pooled(signals)
+    # A Pooled list was already through _pooled (one parse feeding several replays): copy it, since ingest sorts.
+    raw = list(signals) if isinstance(signals, Pooled) else _pooled(signals)
     count = len(raw)
     if window is not None:
         start, end = window

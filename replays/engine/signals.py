@@ -230,8 +230,16 @@ def _fast_decode(raw: bytes) -> Any:
         and b"\t:" not in raw
         and b"\r:" not in raw
     ):
+        # orjson reads an integer beyond 64 bits as a float, where the strict decoder keeps the int: any float that
+        # large goes to the strict decoder, so both paths always see the same number.
+        for item in (*obj.values(), *labels.values()):
+            if type(item) is float and not -_INT64_FLOAT < item < _INT64_FLOAT:
+                return _UNPARSED
         return obj
     return _UNPARSED
+
+
+_INT64_FLOAT = float(2**63)
 
 
 # Problem kinds in the order the error sentence lists them, with their singular and plural phrases.
