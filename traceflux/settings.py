@@ -275,6 +275,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "incidents.tasks.expire_overdue_commands",
         "schedule": timedelta(minutes=1),
     },
+    "approvals.expire_overdue_approvals": {
+        "task": "approvals.tasks.expire_overdue_approvals",
+        "schedule": timedelta(minutes=1),
+    },
 }
 # Project-level tasks (traceflux is not an installed app, so autodiscovery does not find them).
 CELERY_IMPORTS = ["traceflux.tasks"]
@@ -332,6 +336,8 @@ LOGGING = {
 # Resolves which environments' audit events a non-superuser may browse (the audit layer imports no app).
 TRACEFLUX_AUDIT_VISIBLE_ENVIRONMENTS = "incidents.selectors.visible_environment_slugs"
 TRACEFLUX_DEFAULT_APPROVAL_TTL = timedelta(hours=env_int("TRACEFLUX_DEFAULT_APPROVAL_TTL_HOURS", 24, minimum=1))
+# A break-glass approval expires this soon after it is granted (approvals.services.approval_break_glass).
+TRACEFLUX_BREAK_GLASS_TTL = timedelta(minutes=15)
 # Heartbeats older than this are deleted by the incidents.tasks.prune_heartbeats beat task.
 TRACEFLUX_HEARTBEAT_RETENTION = timedelta(days=env_int("TRACEFLUX_HEARTBEAT_RETENTION_DAYS", 14, minimum=1))
 # An agent whose last heartbeat is older than this (or that never sent one) is stale.

@@ -18,6 +18,9 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 from simple_history.admin import SimpleHistoryAdmin
 
+from approvals.digest import deployment_digest
+from approvals.models import ApprovalDecision, ApprovalRequest
+from approvals.services import approval_request
 from artifacts.models import Artifact
 from incidents import services
 from incidents.models import (
@@ -85,6 +88,11 @@ def world(admin_user, environments) -> dict[type[models.Model], models.Model]:
             environment=prod, agent=agent, incident=incident, kind="incident_bundle", size=3, sha256="ab" * 32,
             detected_type="tar.gz", captured_at=start, file="artifacts/sha256/ab/ab/" + "ab" * 32,
         ),
+        ApprovalRequest: approval_request(subject=deployment, subject_kind="deployment", summary={},
+                                          digest=deployment_digest(deployment), environment=prod,
+                                          requested_by=admin_user, reason="roll out v2.14.3"),
+        ApprovalDecision: ApprovalDecision.objects.create(request=ApprovalRequest.objects.get(), decision="approve",
+                                                          approver=UserFactory(username="reviewer"), comment="ok"),
         AuditEvent: audit.record(action="test.event", actor=admin_user, reason="rendering the console"),
         Group: Group.objects.create(name="operators"),
         admin_user.__class__: admin_user,
