@@ -249,13 +249,14 @@ def children(pid: int) -> list[int]:
 
 
 def id_set_bytes(count: int, id_length: int) -> int:
-    """What a set of `count` distinct ASCII ids of `id_length` characters holds (the table plus the strings): the
-    SignalReader keeps exactly such a set to refuse a repeated signal id."""
+    """What the SignalReader's id set (replays.engine.idset.IdSet: 64-bit digests) holds for `count` distinct ids."""
+    from replays.engine.idset import IdSet
+
     width = id_length - 4
-    ids = {f"sig-{n:0{width}x}" for n in range(count)}
-    total = sys.getsizeof(ids) + sum(sys.getsizeof(item) for item in ids)
-    del ids
-    return total
+    ids = IdSet()
+    for n in range(count):
+        ids.add(f"sig-{n:0{width}x}")
+    return ids.nbytes
 
 
 # --- the server ----------------------------------------------------------------------------------------------------
@@ -767,7 +768,7 @@ def main() -> int:
             rows.append(("  peak RSS growth, in process", mib(validation.peak_growth),
                          "VmHWM after validate_bundle minus VmRSS before"))
         rows.append(("  of which the set of seen ids", mib(ids_bytes),
-                     f"{validation.signals:,} ids of {id_length} chars: set table + str objects "
+                     f"{validation.signals:,} ids of {id_length} chars: IdSet digest table "
                      f"({ids_bytes / validation.signals:.0f} bytes an id)"))
 
         # The server on SQLite: the upload, its duplicate, then heartbeats against the no-op.
