@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from incidents.admin import ConsoleAdmin, VisibleEnvironmentFilter, reason_action
 
-from . import services
-from .models import ApprovalDecision, ApprovalRequest, Decision
+from . import services, tokens
+from .models import ApprovalDecision, ApprovalRequest, Decision, UserToken
 
 
 class ApprovalDecisionInline(admin.TabularInline):
@@ -114,3 +118,90 @@ class ApprovalDecisionAdmin(ConsoleAdmin):
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return {}
+
+
+# --- personal API tokens -----------------------------------------------------------------------------------------
+
+
+class UserTokenAddForm(forms.ModelForm):
+    class Meta:
+        model = UserToken
+        fields = ["user", "name", "expires_at"]
+
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data.get("expires_at")
+        if expires_at is not None and expires_at <= timezone.now():
+            raise ValidationError("a token cannot expire in the past")
+        return expires_at
+
+
+def _token_state(token: UserToken) -> str:
+    if token.revoked_at:
+        return "revoked"
+    if token.expires_at and token.expires_at <= timezone.now():
+        return "expired"
+    return "active"
+
+
+def _revoke_token(request: HttpRequest, token: UserToken, reason: str) -> UserToken:
+    if not request.user.is_superuser and token.user_id != request.user.pk:
+        raise PermissionDenied("only a superuser may revoke another person's token")
+    if token.revoked_at:
+        raise ValidationError(f"already revoked at {token.revoked_at:%Y-%m-%d %H:%M} UTC")
+    return tokens.user_token_revoke(token=token, actor=request.user, reason=reason)
+
+
+@admin.register(UserToken)
+class UserTokenAdmin(ConsoleAdmin):
+    """People's API tokens: created through the service (shown once), revoked by an action, never edited.
+
+    A superuser sees and manages everyone's tokens; anyone else only their own.
+    """
+
+    environment_path = None
+    add_form = UserTokenAddForm
+    add_fields = ("user", "name", "expires_at")
+    # secret_hmac is never shown anywhere: not a field, not a column, not searchable.
+    change_fields = ("user", "name", "prefix", "state", "created_at", "expires_at", "revoked_at", "last_used_at")
+    list_display = ("prefix", "user", "name", "state", "created_at", "expires_at", "revoked_at", "last_used_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("prefix", "name", "user__username")
+    list_select_related = ("user",)
+    actions = [reason_action(name="revoke_tokens", description="Revoke the selected tokens", apply=_revoke_token)]
+
+    @admin.display(description="state")
+    def state(self, obj: UserToken) -> str:
+        return _token_state(obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        return queryset if request.user.is_superuser else queryset.filter(user=request.user)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def create(self, request: HttpRequest, form: forms.ModelForm) -> UserToken:
+        data = form.cleaned_data
+        if not request.user.is_superuser and data["user"].pk != request.user.pk:
+            raise PermissionDenied("only a superuser may create a token for someone else")
+        token, plaintext = tokens.user_token_create(
+            user=data["user"], name=data["name"], actor=request.user, expires_at=data["expires_at"]
+        )
+        # Kept on the request only, for response_add to show once; it is never stored or put in a message cookie.
+        request._issued_user_token = plaintext  # type: ignore[attr-defined]
+        return token
+
+    def response_add(self, request: HttpRequest, obj: UserToken, post_url_continue: str | None = None) -> HttpResponse:
+        plaintext = getattr(request, "_issued_user_token", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Token {obj.prefix} issued",
+            "opts": self.opts,
+            "token": obj,
+            "plaintext": plaintext,
+        }
+        return TemplateResponse(request, "admin/approvals/usertoken/issued.html", context)

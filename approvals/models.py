@@ -144,3 +144,27 @@ class ApprovalDecision(models.Model):
 
     def audit_environment(self) -> str:
         return self.request.environment.slug
+
+
+class UserToken(models.Model):
+    """A person's API token, sent as `Authorization: Token tfu_<prefix>_<secret>`. Only its secret's HMAC is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for, e.g. 'laptop CLI'.")
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    secret_hmac = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(excluded_fields=["last_used_at"])
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"token {self.prefix} of {self.user}" + (f" ({self.name})" if self.name else "")
+
+    def is_usable(self, *, now=None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

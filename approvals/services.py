@@ -27,11 +27,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
+from django.urls import reverse
 from django.utils import timezone
 
-from incidents.models import Environment, PostureDecision
+from incidents.models import Deployment, DeploymentStatus, Environment, PipelineVersion, PostureDecision
 from incidents.posture import posture_decision
 from incidents.selectors import APPROVE, OPERATE, can_in_environment
+from incidents.services import deployment_request
 from replays.engine import CanonicalJSONError, canonical_json
 from traceflux import audit
 from traceflux.statemachine import TransitionError, transition
@@ -476,6 +478,87 @@ def approval_restore(*, request: ApprovalRequest, execution: models.Model, reaso
     return locked
 
 
+# --- promoting a pipeline version --------------------------------------------------------------------------------
+
+
+def deployment_promote(
+    *, pipeline_version: PipelineVersion, environment: Environment, requested_by: User, reason: str
+) -> tuple[Deployment, ApprovalRequest | None]:
+    """Promote a version to an environment: a deployment, plus its approval request when the posture requires one.
+
+    The posture decides (incidents.services.deployment_request): allow → approved at once and no request; require
+    approval → pending_approval with a request whose summary freezes what the approvers judge; deny → PermissionDenied.
+    Both rows are written in one transaction. Refused (PermissionDenied, audited) when the requester may not operate
+    in the environment.
+    """
+    if not reason.strip():
+        raise ValidationError({"reason": "a promotion needs a reason"})
+    environment = Environment.objects.get(pk=environment.pk)  # the posture as stored now
+    if not can_in_environment(user=requested_by, environment=environment, perm=OPERATE):
+        _refuse(actor=requested_by, action="deployment.promote_refused", request=None, environment=environment,
+                reason=f"you may not operate in {environment.slug}")
+    with transaction.atomic():
+        deployment = deployment_request(
+            environment=environment, pipeline_version=pipeline_version, actor=requested_by, reason=reason
+        )
+        if deployment.status != DeploymentStatus.PENDING_APPROVAL:
+            return deployment, None
+        parent = pipeline_version.parent
+        summary = {
+            "environment": environment.slug,
+            "posture": {
+                "deploy_policy": environment.deploy_policy,
+                "decision": str(posture_decision(environment, SUBJECT_ACTIONS[SubjectKind.DEPLOYMENT])),
+                "required_approvals": environment.required_approvals,
+            },
+            "pipeline_version": {
+                "id": pipeline_version.pk,
+                "label": pipeline_version.label,
+                "spec_hash": pipeline_version.spec_hash,
+                "parent": {"label": parent.label, "spec_hash": parent.spec_hash} if parent else None,
+            },
+            "spec_hash": pipeline_version.spec_hash,
+            "scope": {
+                "regions": list(deployment.target_regions),
+                "pops": list(deployment.target_pops),
+                "services": list(deployment.target_services),
+            },
+            "targets": _targets_label(deployment),
+            "capabilities": ["deploy"],
+            "reason": reason,
+            "requested_by": requested_by.get_username(),
+            "links": [
+                {"label": f"pipeline version {pipeline_version.label}",
+                 "url": reverse("admin:incidents_pipelineversion_change", args=[pipeline_version.pk])},
+                {"label": f"deployment #{deployment.pk}",
+                 "url": reverse("admin:incidents_deployment_change", args=[deployment.pk])},
+            ],
+        }
+        request = approval_request(
+            subject=deployment,
+            subject_kind=SubjectKind.DEPLOYMENT,
+            digest=deployment_digest(deployment),
+            summary=summary,
+            environment=environment,
+            requested_by=requested_by,
+            reason=reason,
+        )
+    return deployment, request
+
+
+def _targets_label(deployment: Deployment) -> str:
+    parts = [
+        f"{name}: {', '.join(values)}"
+        for name, values in (
+            ("regions", deployment.target_regions),
+            ("POPs", deployment.target_pops),
+            ("services", deployment.target_services),
+        )
+        if values
+    ]
+    return "; ".join(parts) or "every agent in the environment"
+
+
 __all__ = [
     "Conflict",
     "approval_break_glass",
@@ -489,5 +572,6 @@ __all__ = [
     "approval_withdraw",
     "approver_is_eligible",
     "deployment_digest",
+    "deployment_promote",
     "status_after_decisions",
 ]

@@ -840,6 +840,11 @@ def _move_deployment(to: str, perm: str) -> Apply:
     return apply
 
 
+def _roll_back_deployment(request: HttpRequest, deployment: Deployment, reason: str) -> Deployment:
+    _require(request, deployment.environment, selectors.OPERATE)
+    return services.deployment_rollback(deployment=deployment, actor=request.user, reason=reason)
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(ConsoleAdmin):
     environment_path = "environment"
@@ -868,8 +873,8 @@ class DeploymentAdmin(ConsoleAdmin):
                       apply=_move_deployment(DeploymentStatus.ACTIVE, selectors.OPERATE)),
         reason_action(name="mark_failed", description="Mark failed (deploying/rolling_back → failed)",
                       apply=_move_deployment(DeploymentStatus.FAILED, selectors.OPERATE), reason_required=True),
-        reason_action(name="roll_back", description="Roll back (active → rolling_back)",
-                      apply=_move_deployment(DeploymentStatus.ROLLING_BACK, selectors.OPERATE), reason_required=True),
+        reason_action(name="roll_back", description="Roll back (active → rolling_back, rollback commands sent)",
+                      apply=_roll_back_deployment, reason_required=True),
         reason_action(name="mark_rolled_back", description="Mark rolled back (rolling_back → rolled_back)",
                       apply=_move_deployment(DeploymentStatus.ROLLED_BACK, selectors.OPERATE)),
     ]

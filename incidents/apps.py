@@ -6,3 +6,10 @@ from django.apps import AppConfig
 class IncidentsConfig(AppConfig):
     name = "incidents"
     verbose_name = "Incidents and fleet"
+
+    def ready(self) -> None:
+        from . import receivers
+        from .signals import command_acknowledged, command_expired
+
+        command_acknowledged.connect(receivers.on_command_acknowledged, dispatch_uid="incidents.deployment_ack")
+        command_expired.connect(receivers.on_command_expired, dispatch_uid="incidents.deployment_expiry")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -394,6 +395,8 @@ def _deployment_insert(
     deployment._history_user = actor  # type: ignore[attr-defined]
     deployment._change_reason = reason  # type: ignore[attr-defined]
     deployment.save()
+    if status == DeploymentStatus.APPROVED:
+        transaction.on_commit(partial(_dispatch_if_approved, deployment_id=deployment.pk, actor=actor))
     audit.record(
         actor=actor,
         action="deployment.requested",
@@ -434,6 +437,8 @@ def deployment_transition(*, deployment: Deployment, to: str, actor: Any, reason
             )
     transition(deployment, allowed=DEPLOYMENT_TRANSITIONS, new=to, actor=actor, reason=reason)
     audit.record(actor=actor, action=f"deployment.{to}", target=deployment, reason=reason, data={"from": old, "to": to})
+    if to == DeploymentStatus.APPROVED:
+        transaction.on_commit(partial(_dispatch_if_approved, deployment_id=deployment.pk, actor=actor))
     return deployment
 
 
@@ -936,6 +941,162 @@ def command_acknowledge(*, command: Command, agent: Agent, status: str, output: 
     return command, True
 
 
+
+# --- deployments, carried out through the command channel -------------------------------------------------------
+#
+# approved → deploying: deployment_dispatch sends one `deploy` command per target agent (on commit of the move to
+# approved, whoever made it). deploying → active / failed and rolling_back → rolled_back / failed: deployment_settle,
+# called by incidents.receivers on every acknowledgement or expiry of those commands. Nothing polls or sleeps.
+
+DEPLOY_COMMAND = "deploy"
+ROLLBACK_COMMAND = "rollback"
+DEFAULT_DEPLOY_COMMAND_TTL = timedelta(hours=1)
+
+# kind of command → (the status the deployment waits in, where it goes when every agent succeeded)
+_SETTLES: dict[str, tuple[str, str]] = {
+    DEPLOY_COMMAND: (DeploymentStatus.DEPLOYING, DeploymentStatus.ACTIVE),
+    ROLLBACK_COMMAND: (DeploymentStatus.ROLLING_BACK, DeploymentStatus.ROLLED_BACK),
+}
+
+
+def deployment_command_key(*, kind: str, deployment: Deployment, agent: Agent) -> str:
+    return f"{kind}:{deployment.pk}:{agent.pk}"
+
+
+def deployment_commands(*, deployment: Deployment, kind: str) -> Any:
+    """The commands of one kind sent for a deployment, found by their idempotency keys."""
+    return Command.objects.filter(kind=kind, idempotency_key__startswith=f"{kind}:{deployment.pk}:")
+
+
+def _deployment_payload(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "deployment": deployment.pk,
+        "pipeline_version": deployment.pipeline_version.label,
+        "spec_hash": deployment.pipeline_version.spec_hash,
+    }
+
+
+def _command_deadline() -> datetime:
+    return timezone.now() + getattr(settings, "TRACEFLUX_DEPLOY_COMMAND_TTL", DEFAULT_DEPLOY_COMMAND_TTL)
+
+
+def _lock_deployment(deployment: Deployment) -> Deployment:
+    return Deployment.objects.select_for_update().select_related("pipeline_version", "environment").get(
+        pk=deployment.pk
+    )
+
+
+def _agent_names(agents: list[Agent]) -> str:
+    return ", ".join(agent.name for agent in agents)
+
+
+def _dispatch_if_approved(*, deployment_id: int, actor: Any) -> None:
+    """On commit of a move to approved: dispatch, unless someone already moved it on (the demo, an admin, a race)."""
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    if deployment is None or deployment.status != DeploymentStatus.APPROVED:
+        return
+    with contextlib.suppress(TransitionError):  # dispatched or moved concurrently: whoever did that goes on
+        deployment_dispatch(deployment=deployment, actor=actor)
+
+
+@transaction.atomic
+def deployment_dispatch(*, deployment: Deployment, actor: Any) -> Deployment:
+    """approved → deploying: one `deploy` command per target agent, then the move, in one transaction.
+
+    Commands are idempotent per (deployment, agent), so a repeated dispatch sends nothing twice. With no target
+    agent there is nothing to carry the version out: the deployment goes on to failed ("no target agents") rather
+    than stay approved or become active with nobody running it. Raises TransitionError unless it is approved.
+    """
+    locked = _lock_deployment(deployment)
+    if locked.status != DeploymentStatus.APPROVED:
+        raise TransitionError(
+            f"deployment #{locked.pk} is {locked.status}; only an approved deployment can be dispatched",
+            current=locked.status,
+        )
+    agents = list(locked.target_agents().order_by("name", "pk"))
+    payload = _deployment_payload(locked)
+    deadline = _command_deadline()
+    for agent in agents:
+        command_create(
+            agent=agent, kind=DEPLOY_COMMAND, payload=payload, actor=actor, deadline=deadline,
+            idempotency_key=deployment_command_key(kind=DEPLOY_COMMAND, deployment=locked, agent=agent),
+        )
+    if not agents:
+        deployment_transition(deployment=locked, to=DeploymentStatus.DEPLOYING, actor=actor,
+                              reason="dispatching: no agent matches the targets")
+        return deployment_transition(deployment=locked, to=DeploymentStatus.FAILED, actor=actor,
+                                     reason="no target agents")
+    return deployment_transition(
+        deployment=locked, to=DeploymentStatus.DEPLOYING, actor=actor,
+        reason=f"{DEPLOY_COMMAND} sent to {len(agents)} agents: {_agent_names(agents)}",
+    )
+
+
+@transaction.atomic
+def deployment_rollback(*, deployment: Deployment, actor: Any, reason: str) -> Deployment:
+    """active → rolling_back, and a `rollback` command to each agent the version was deployed to.
+
+    The agents are those that were sent the deploy commands (the deployment's targets now, if it had none). With no
+    agent at all there is nothing to undo: it goes on to rolled_back at once.
+    """
+    if not reason.strip():
+        raise ValidationError({"reason": "a rollback needs a reason"})
+    locked = _lock_deployment(deployment)
+    deployed_to = deployment_commands(deployment=locked, kind=DEPLOY_COMMAND).values_list("agent_id", flat=True)
+    agents = list(Agent.objects.filter(pk__in=list(deployed_to)).order_by("name", "pk"))
+    if not agents:
+        agents = list(locked.target_agents().order_by("name", "pk"))
+    deployment_transition(deployment=locked, to=DeploymentStatus.ROLLING_BACK, actor=actor, reason=reason)
+    payload = {**_deployment_payload(locked), "reason": reason}
+    deadline = _command_deadline()
+    for agent in agents:
+        command_create(
+            agent=agent, kind=ROLLBACK_COMMAND, payload=payload, actor=actor, deadline=deadline,
+            idempotency_key=deployment_command_key(kind=ROLLBACK_COMMAND, deployment=locked, agent=agent),
+        )
+    if not agents:
+        return deployment_transition(deployment=locked, to=DeploymentStatus.ROLLED_BACK, actor=actor,
+                                     reason="no agents to roll back")
+    return locked
+
+
+@transaction.atomic
+def deployment_settle(*, command: Command) -> Deployment | None:
+    """Move a deployment on after one of its deploy or rollback commands was acknowledged or expired.
+
+    Every command succeeded → active (superseding the previous active one) or rolled_back; any failed or expired →
+    failed; otherwise it waits. The deployment's row lock orders concurrent acknowledgements: of the last two, one
+    moves it and the other finds it moved. Returns the deployment when it moved, else None.
+    """
+    if command.kind not in _SETTLES or not isinstance(command.payload, dict):
+        return None
+    waiting_in, succeeded_to = _SETTLES[command.kind]
+    deployment = Deployment.objects.filter(pk=command.payload.get("deployment")).first()
+    if deployment is None:
+        return None
+    locked = _lock_deployment(deployment)
+    if locked.status != waiting_in:
+        return None  # already moved on: a late acknowledgement, or the other of two concurrent ones
+    commands = list(
+        deployment_commands(deployment=locked, kind=command.kind).select_related("agent").order_by("agent__name", "pk")
+    )
+    broken = [c for c in commands if c.status in (CommandStatus.FAILED, CommandStatus.EXPIRED)]
+    if broken:
+        to = DeploymentStatus.FAILED
+        reason = "; ".join(f"{c.kind} on {c.agent.name} {c.status}" for c in broken)
+    elif commands and all(c.status == CommandStatus.SUCCEEDED for c in commands):
+        to = succeeded_to
+        agents = _agent_names([c.agent for c in commands])
+        reason = f"{command.kind} acknowledged by all {len(commands)} agents: {agents}"
+    else:
+        return None
+    actor = command.agent if command.status in ACK_STATUSES else audit.SYSTEM
+    try:
+        return deployment_transition(deployment=locked, to=to, actor=actor, reason=reason)
+    except TransitionError:
+        return None  # we hold the row lock, so only a bug gets here; the next acknowledgement tries again
+
+
 __all__ = [
     "EnrollmentRefused",
     "IncidentStatus",
@@ -950,7 +1111,10 @@ __all__ = [
     "command_create",
     "command_expire_overdue",
     "command_lease",
+    "deployment_dispatch",
     "deployment_request",
+    "deployment_rollback",
+    "deployment_settle",
     "deployment_transition",
     "enrollment_token_create",
     "environment_create",

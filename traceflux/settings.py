@@ -138,6 +138,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "approvals.context_processors.approvals",
             ],
         },
     },
@@ -209,6 +210,9 @@ GUARDIAN_RAISE_403 = False
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "dashboard"
 
+# Change reasons are the "why" of a transition, written by people: a 100-character column would cut them off.
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -227,6 +231,7 @@ def _derived_key(purpose: str) -> str:
 AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY", _derived_key("traceflux.audit.chain"))
 AGENT_KEY_HMAC_KEY = env_str("AGENT_KEY_HMAC_KEY", _derived_key("traceflux.agent-keys"))
 ENROLLMENT_TOKEN_HMAC_KEY = env_str("ENROLLMENT_TOKEN_HMAC_KEY", _derived_key("traceflux.enrollment-tokens"))
+USER_TOKEN_HMAC_KEY = env_str("USER_TOKEN_HMAC_KEY", _derived_key("traceflux.user-tokens"))
 
 # --- REST API ----------------------------------------------------------------------------------------------------
 
@@ -252,6 +257,7 @@ SPECTACULAR_SETTINGS = {
         "HeartbeatStatusEnum": "incidents.models.HeartbeatStatus",
         "CommandStatusEnum": "incidents.models.CommandStatus",
         "CommandAckStatusEnum": ["succeeded", "failed"],
+        "ApprovalStatusEnum": "approvals.models.ApprovalStatus",
     },
 }
 
@@ -336,6 +342,11 @@ LOGGING = {
 # Resolves which environments' audit events a non-superuser may browse (the audit layer imports no app).
 TRACEFLUX_AUDIT_VISIBLE_ENVIRONMENTS = "incidents.selectors.visible_environment_slugs"
 TRACEFLUX_DEFAULT_APPROVAL_TTL = timedelta(hours=env_int("TRACEFLUX_DEFAULT_APPROVAL_TTL_HOURS", 24, minimum=1))
+# Approvers are emailed when a request is made (approvals.notifications); the console backend prints the emails.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "traceflux@localhost")
+# Links in emails point here.
+TRACEFLUX_BASE_URL = env_str("TRACEFLUX_BASE_URL", "http://127.0.0.1:8000")
 # A break-glass approval expires this soon after it is granted (approvals.services.approval_break_glass).
 TRACEFLUX_BREAK_GLASS_TTL = timedelta(minutes=15)
 # Heartbeats older than this are deleted by the incidents.tasks.prune_heartbeats beat task.

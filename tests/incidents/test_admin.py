@@ -19,8 +19,9 @@ from guardian.shortcuts import assign_perm
 from simple_history.admin import SimpleHistoryAdmin
 
 from approvals.digest import deployment_digest
-from approvals.models import ApprovalDecision, ApprovalRequest
+from approvals.models import ApprovalDecision, ApprovalRequest, UserToken
 from approvals.services import approval_request
+from approvals.tokens import user_token_create
 from artifacts.models import Artifact
 from incidents import services
 from incidents.models import (
@@ -93,6 +94,7 @@ def world(admin_user, environments) -> dict[type[models.Model], models.Model]:
                                           requested_by=admin_user, reason="roll out v2.14.3"),
         ApprovalDecision: ApprovalDecision.objects.create(request=ApprovalRequest.objects.get(), decision="approve",
                                                           approver=UserFactory(username="reviewer"), comment="ok"),
+        UserToken: user_token_create(user=admin_user, name="console", actor=admin_user)[0],
         AuditEvent: audit.record(action="test.event", actor=admin_user, reason="rendering the console"),
         Group: Group.objects.create(name="operators"),
         admin_user.__class__: admin_user,

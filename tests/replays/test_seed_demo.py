@@ -13,16 +13,25 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from approvals.models import ApprovalRequest
 from artifacts.demo import DEMO_BUNDLE_SIGNALS, demo_bundle, demo_snapshot
 from artifacts.models import Artifact
-from incidents.demo import BASELINE_LABEL, DEFAULT_SEED, INCIDENT_REF, SOURCE_AGENT, baseline_spec, build_plan
-from incidents.models import Agent, Environment, Heartbeat, Incident, PipelineVersion
+from incidents.demo import (
+    BASELINE_LABEL,
+    CANDIDATE_LABEL,
+    DEFAULT_SEED,
+    INCIDENT_REF,
+    SOURCE_AGENT,
+    baseline_spec,
+    build_plan,
+)
+from incidents.models import Agent, Deployment, Environment, Heartbeat, Incident, PipelineVersion
 from replays.engine import spec_hash, validate_bundle, validate_snapshot
 from replays.engine.__main__ import main as engine_main
 from traceflux.audit.models import AuditEvent
 from traceflux.audit.services import audit_verify
 
-COUNTED = (Environment, Agent, Heartbeat, PipelineVersion, Incident, Artifact, AuditEvent)
+COUNTED = (Environment, Agent, Heartbeat, PipelineVersion, Deployment, Incident, Artifact, ApprovalRequest, AuditEvent)
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +78,28 @@ def test_it_leaves_the_same_rows_and_files_when_run_twice(media_root):
     stored = {f"artifacts/sha256/{a.sha256[:2]}/{a.sha256[2:4]}/{a.sha256}": a.sha256 for a in Artifact.objects.all()}
     assert files_after_first == stored  # the two artifacts and nothing else: no temporary file left behind
     assert "created 4 users, 3 environments, 7 agents, 140 heartbeats" in first_output
-    assert "1 incident, 2 notes, 2 artifacts." in first_output
+    assert "2 pipeline versions, 4 deployments, 1 incident, 2 notes, 2 artifacts, 1 approval request." in first_output
+    assert after_first["Deployment"] == 4 and after_first["ApprovalRequest"] == 1
     assert "nothing to create" in second_output
+    assert "1 pending approval request." in second_output
     assert f"incident bundle of {INCIDENT_REF}: {DEMO_BUNDLE_SIGNALS} signals, pipeline version {BASELINE_LABEL}" \
         in second_output
     assert "agent_key create --agent edge-use1-pop12-a" in second_output
+
+
+@pytest.mark.django_db
+def test_it_leaves_the_promotion_of_the_tightened_version_to_prod_pending(media_root):
+    output = seed(heartbeat_minutes=5)
+
+    request = ApprovalRequest.objects.get()
+    deployment = request.subject
+    assert (request.status, request.subject_kind, request.environment.slug) == ("pending", "deployment", "prod")
+    assert (deployment.pipeline_version.label, deployment.status) == (CANDIDATE_LABEL, "pending_approval")
+    assert request.requested_by.username == deployment.requested_by.username == "operator"
+    assert request.required_approvals == 2
+    assert request.summary["pipeline_version"]["label"] == CANDIDATE_LABEL
+    assert f"Approval #{request.pk} [pending]: {deployment} requested by operator, 2 approvals needed." in output
+    assert not deployment.history.filter(status="approved").exists()
 
 
 @pytest.mark.django_db

@@ -1,5 +1,6 @@
 """`manage.py seed_demo`: fill the embedded demo with environments, agents, pipelines, one prod incident and its
-evidence (the source agent's incident bundle and a runtime snapshot).
+evidence (the source agent's incident bundle and a runtime snapshot), and a pending approval request in prod (the
+promotion of the tightened pipeline version, by operator; approvals.demo).
 
 Idempotent: a second run finds every row by its natural key (and every artifact by its SHA-256) and writes nothing.
 The world is built by incidents.demo and the evidence by artifacts.demo; the command lives in the top app because
@@ -8,10 +9,13 @@ only here may both be imported (incidents may not import artifacts). It only par
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from approvals.demo import seed_pending_promotion
+from approvals.models import ApprovalRequest
 from artifacts.demo import ArtifactSeedReport, seed_artifacts
 from artifacts.errors import UploadRefused
 from artifacts.models import Artifact, ArtifactKind
@@ -26,7 +30,7 @@ from incidents.demo import (
 from incidents.models import Agent, Deployment, Environment, Heartbeat, Incident, PipelineVersion
 
 CREATED_ORDER = ("users", "environments", "agents", "heartbeats", "pipeline versions", "deployments", "incidents",
-                 "notes", "artifacts")
+                 "notes", "artifacts", "approval requests")
 
 
 def _count(n: int, plural: str) -> str:
@@ -53,12 +57,18 @@ class Command(BaseCommand):
             evidence = seed_artifacts(plan=report.plan)
         except UploadRefused as exc:
             raise CommandError(f"the demo evidence was refused by the upload service: {exc.detail}") from exc
-        self.stdout.write(self._summary(report, evidence))
+        pending, promotion = seed_pending_promotion()
+        self.stdout.write(self._summary(report, evidence, promotion))
+        if pending is not None:
+            self.stdout.write(
+                f"  Approval #{pending.pk} [{pending.status}]: {pending.subject} requested by "
+                f"{pending.requested_by}, {pending.required_approvals} approvals needed."
+            )
         self.stdout.write("")
         self.stdout.write(self._logins(report))
 
-    def _summary(self, report: SeedReport, evidence: ArtifactSeedReport) -> str:
-        created = report.created + evidence.created
+    def _summary(self, report: SeedReport, evidence: ArtifactSeedReport, promotion: Counter[str]) -> str:
+        created = report.created + evidence.created + promotion
         made = [_count(created[kind], kind) for kind in CREATED_ORDER if created[kind]]
         lines = [
             f"Demo seeded (seed {report.plan.seed}): created {', '.join(made)}."
@@ -69,7 +79,8 @@ class Command(BaseCommand):
             f"{_count(Heartbeat.objects.count(), 'heartbeats')}, "
             f"{_count(PipelineVersion.objects.count(), 'pipeline versions')}, "
             f"{_count(Deployment.objects.filter(status='active').count(), 'active deployments')}, "
-            f"{_count(Incident.objects.count(), 'incidents')}, {_count(Artifact.objects.count(), 'artifacts')}."
+            f"{_count(Incident.objects.count(), 'incidents')}, {_count(Artifact.objects.count(), 'artifacts')}, "
+            f"{_count(ApprovalRequest.objects.filter(status='pending').count(), 'pending approval requests')}."
         )
         incident = report.incident
         if incident is not None:
