@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from approvals.selectors import visible_requests
 from incidents import selectors
 from traceflux.audit.selectors import visible_audit_events
 
@@ -20,6 +21,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "incidents": selectors.visible_incidents(user=request.user).exclude(status="resolved")[:10],
         "agents": selectors.visible_agents(user=request.user)[:20],
         "deployments": selectors.visible_deployments(user=request.user)[:10],
+        # Break-glass stands in for a quorum: it must be impossible to miss, so it leads the page.
+        "break_glass": visible_requests(user=request.user)
+        .filter(break_glass=True)
+        .select_related("environment", "break_glass_by")
+        .order_by("-break_glass_at")[:10],
         "audit_events": visible_audit_events(
             environment_slugs=[env.slug for env, _ in environments], include_global=request.user.is_superuser
         )[:15],

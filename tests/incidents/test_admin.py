@@ -690,3 +690,21 @@ def test_it_refuses_the_import_page_to_staff_who_may_not_add_versions(client, op
                            {"label": "am-3", "config": AM_CONFIG})
     assert response.status_code == 403
     assert not PipelineVersion.objects.exists()
+
+
+def test_it_offers_a_roll_back_button_on_an_active_deployment_that_runs_the_action(client, admin_user, environments):
+    from tests.factories import DeploymentFactory
+
+    active = DeploymentFactory(environment=environments["dev"], status="active")
+    pending = DeploymentFactory(environment=environments["dev"])
+    client.force_login(admin_user)
+    assert "Roll back</button>" in client.get(admin_url(Deployment, "change", active.pk)).content.decode()
+    assert "Roll back</button>" not in client.get(admin_url(Deployment, "change", pending.pk)).content.decode()
+
+    confirm = client.post(admin_url(Deployment, "changelist"), {"action": "roll_back", "_selected_action": [active.pk]})
+    assert confirm.status_code == 200 and "reason" in confirm.content.decode()
+    client.post(admin_url(Deployment, "changelist"), {
+        "action": "roll_back", "_selected_action": [active.pk], "confirm": "yes", "reason": "bad spec",
+    })
+    active.refresh_from_db()
+    assert active.status in {"rolling_back", "rolled_back"}
