@@ -9,11 +9,10 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 from django.utils import timezone
 
-from incidents.admin import ConsoleAdmin, VisibleEnvironmentFilter, reason_action
+from incidents.admin import ConsoleAdmin, ShowSecretOnceMixin, VisibleEnvironmentFilter, reason_action
 
 from . import services, tokens
 from .models import ApprovalDecision, ApprovalRequest, Decision, UserToken
@@ -152,11 +151,14 @@ def _revoke_token(request: HttpRequest, token: UserToken, reason: str) -> UserTo
 
 
 @admin.register(UserToken)
-class UserTokenAdmin(ConsoleAdmin):
+class UserTokenAdmin(ShowSecretOnceMixin, ConsoleAdmin):
     """People's API tokens: created through the service (shown once), revoked by an action, never edited.
 
     A superuser sees and manages everyone's tokens; anyone else only their own.
     """
+
+    issued_template = "admin/approvals/usertoken/issued.html"
+    issued_noun = "Token"
 
     environment_path = None
     add_form = UserTokenAddForm
@@ -189,19 +191,5 @@ class UserTokenAdmin(ConsoleAdmin):
         token, plaintext = tokens.user_token_create(
             user=data["user"], name=data["name"], actor=request.user, expires_at=data["expires_at"]
         )
-        # Kept on the request only, for response_add to show once; it is never stored or put in a message cookie.
-        request._issued_user_token = plaintext  # type: ignore[attr-defined]
+        self.remember_secret(request, plaintext)
         return token
-
-    def response_add(self, request: HttpRequest, obj: UserToken, post_url_continue: str | None = None) -> HttpResponse:
-        plaintext = getattr(request, "_issued_user_token", None)
-        if plaintext is None:
-            return super().response_add(request, obj, post_url_continue)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Token {obj.prefix} issued",
-            "opts": self.opts,
-            "token": obj,
-            "plaintext": plaintext,
-        }
-        return TemplateResponse(request, "admin/approvals/usertoken/issued.html", context)

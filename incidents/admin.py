@@ -317,6 +317,35 @@ class ConsoleAdmin(EnvironmentScopedMixin, SimpleHistoryAdmin):
         """Nothing editable by default: read-only fields never reach the form, so there is nothing to write."""
 
 
+class ShowSecretOnceMixin:
+    """Answers an add form that created a secret (a key, a token) with a page showing it, this once.
+
+    The plaintext is kept on the request only: it is never stored, logged or put in a message cookie. Subclasses set
+    issued_template, issued_noun ("Key") and issued_object_name (the template's variable for the new object).
+    """
+
+    issued_template: str
+    issued_noun: str
+    issued_object_name = "token"
+
+    @staticmethod
+    def remember_secret(request: HttpRequest, plaintext: str) -> None:
+        request._issued_secret = plaintext  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
+        plaintext = getattr(request, "_issued_secret", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)  # type: ignore[misc]
+        context = {
+            **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+            "title": f"{self.issued_noun} {obj.prefix} issued",
+            "opts": self.opts,  # type: ignore[attr-defined]
+            self.issued_object_name: obj,
+            "plaintext": plaintext,
+        }
+        return TemplateResponse(request, self.issued_template, context)
+
+
 # --- environments ------------------------------------------------------------------------------------------------
 
 
@@ -530,7 +559,10 @@ def _revoke(request: HttpRequest, key: AgentKey, reason: str) -> AgentKey:
 
 
 @admin.register(AgentKey)
-class AgentKeyAdmin(ConsoleAdmin):
+class AgentKeyAdmin(ShowSecretOnceMixin, ConsoleAdmin):
+    issued_template = "admin/incidents/agentkey/issued.html"
+    issued_noun = "Key"
+    issued_object_name = "key"
     environment_path = "agent__environment"
     add_form = AgentKeyAddForm
     add_fields = ("agent", "scopes", "expires_at")
@@ -562,22 +594,8 @@ class AgentKeyAdmin(ConsoleAdmin):
         key, plaintext = services.agent_key_create(
             agent=data["agent"], actor=request.user, scopes=data["scopes"], expires_at=data["expires_at"]
         )
-        # Kept on the request only, for response_add to show once; it is never stored or put in a message cookie.
-        request._issued_agent_key = plaintext  # type: ignore[attr-defined]
+        self.remember_secret(request, plaintext)
         return key
-
-    def response_add(self, request: HttpRequest, obj: AgentKey, post_url_continue: str | None = None) -> HttpResponse:
-        plaintext = getattr(request, "_issued_agent_key", None)
-        if plaintext is None:
-            return super().response_add(request, obj, post_url_continue)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Key {obj.prefix} issued",
-            "opts": self.opts,
-            "key": obj,
-            "plaintext": plaintext,
-        }
-        return TemplateResponse(request, "admin/incidents/agentkey/issued.html", context)
 
 
 class EnrollmentTokenAddForm(forms.ModelForm):
@@ -590,7 +608,9 @@ class EnrollmentTokenAddForm(forms.ModelForm):
 
 
 @admin.register(EnrollmentToken)
-class EnrollmentTokenAdmin(ConsoleAdmin):
+class EnrollmentTokenAdmin(ShowSecretOnceMixin, ConsoleAdmin):
+    issued_template = "admin/incidents/enrollmenttoken/issued.html"
+    issued_noun = "Enrollment token"
     """Tokens an agent trades for its identity and first key. Shown once, stored as prefix + HMAC only."""
 
     environment_path = "environment"
@@ -617,21 +637,8 @@ class EnrollmentTokenAdmin(ConsoleAdmin):
             environment=data["environment"], actor=request.user, uses=data["uses"],
             expires_at=timezone.now() + timedelta(hours=data["expires_in_hours"]),
         )
-        request._issued_secret = plaintext  # type: ignore[attr-defined]
+        self.remember_secret(request, plaintext)
         return token
-
-    def response_add(self, request: HttpRequest, obj: EnrollmentToken, post_url_continue: str | None = None):
-        plaintext = getattr(request, "_issued_secret", None)
-        if plaintext is None:
-            return super().response_add(request, obj, post_url_continue)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Enrollment token {obj.prefix} issued",
-            "opts": self.opts,
-            "token": obj,
-            "plaintext": plaintext,
-        }
-        return TemplateResponse(request, "admin/incidents/enrollmenttoken/issued.html", context)
 
 
 @admin.register(Heartbeat)
