@@ -28,6 +28,7 @@ from .correlate import ReplayResult, pooled, replay
 from .errors import FormatError, Invalid
 from .evidence import selection_document, write_evidence
 from .formats import DEFAULT_LIMITS, load_json_document, parse_timestamp, read_limited
+from .idset import ExactIdSet
 from .policy import Policy, load_policy
 from .report import build_report, report_bytes
 from .signals import Signal, SignalReader
@@ -179,7 +180,11 @@ class SignalSource:
 
     def checked(self) -> tuple[SignalReader, Iterator[Signal]]:
         """A reader and the signals through it; a bundle's signals must lie in its window, as the upload checks."""
-        reader = SignalReader(window=self.window) if self.bundle is not None else SignalReader(member=self.path)
+        # The replay holds every signal anyway, so uniqueness uses a plain set rather than the compact digest table.
+        if self.bundle is not None:
+            reader = SignalReader(window=self.window, ids=ExactIdSet())
+        else:
+            reader = SignalReader(member=self.path, ids=ExactIdSet())
         return reader, self.read(reader)
 
     def all(self) -> Iterator[Signal]:

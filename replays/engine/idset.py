@@ -79,3 +79,15 @@ class IdSet:
     @property
     def nbytes(self) -> int:
         return self._table.itemsize * len(self._table)
+
+
+class ExactIdSet(set):
+    """A plain set with IdSet's add() -> bool, for callers that hold every signal in memory anyway (the CLI replay):
+    there the digests save nothing, and a set's add is about five times cheaper."""
+
+    __slots__ = ()
+
+    def add(self, item: str) -> bool:  # type: ignore[override]
+        size = len(self)
+        super().add(item)
+        return len(self) != size

@@ -26,7 +26,7 @@ from .formats import (
     json_type,
     parse_timestamp,
 )
-from .idset import IdSet
+from .idset import ExactIdSet, IdSet
 
 SIGNALS_MEMBER = "signals.jsonl"
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
@@ -271,7 +271,7 @@ class SignalReader:
     count: int = 0
     lines: int = 0
     counts_by_source: dict[str, int] = field(default_factory=dict)
-    ids: IdSet = field(default_factory=IdSet)
+    ids: IdSet | ExactIdSet = field(default_factory=IdSet)
     bad_lines: list[int] = field(default_factory=list)
     bad_total: int = 0
     problems: dict[str, int] = field(default_factory=dict)

@@ -29,3 +29,11 @@ def test_it_keeps_a_hundred_thousand_ids_in_under_two_mebibytes():
     assert len(ids) == 100_000
     assert ids.nbytes <= 2 * 1024 * 1024
     assert peak < 4 * 1024 * 1024  # a set of the same strings takes ~12 MiB
+
+
+@given(st.lists(st.text(max_size=8), max_size=200))
+def test_it_gives_the_exact_set_the_same_add_answers(items):
+    from replays.engine.idset import ExactIdSet
+
+    compact, exact = IdSet(), ExactIdSet()
+    assert [compact.add(i) for i in items] == [exact.add(i) for i in items]
