@@ -6,14 +6,9 @@ settings.USER_TOKEN_HMAC_KEY is enough and costs microseconds. The plaintext is 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -21,17 +16,12 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from traceflux import audit
+from traceflux.prefixed_secrets import USER_TOKEN
 
 from .models import UserToken
 
-TOKEN_PREFIX_LEN = 12
-TOKEN_PATTERN = re.compile(r"^tfu_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,100})$")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-_DUMMY_DIGEST = "0" * 64
-
-
-def user_token_digest(secret: str) -> str:
-    return hmac.new(settings.USER_TOKEN_HMAC_KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()
+user_token_digest = USER_TOKEN.digest
 
 
 @transaction.atomic
@@ -41,11 +31,8 @@ def user_token_create(*, user: Any, name: str, actor: Any, expires_at: datetime 
         raise ValidationError({"user": f"{user.get_username()} is inactive"})
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "a token cannot expire in the past"})
-    prefix = secrets.token_hex(TOKEN_PREFIX_LEN // 2)
-    secret = secrets.token_urlsafe(32)
-    token = UserToken(
-        user=user, name=name.strip(), prefix=prefix, secret_hmac=user_token_digest(secret), expires_at=expires_at
-    )
+    prefix, secret_hmac, plaintext = USER_TOKEN.issue()
+    token = UserToken(user=user, name=name.strip(), prefix=prefix, secret_hmac=secret_hmac, expires_at=expires_at)
     if hasattr(actor, "get_username"):
         token._history_user = actor  # type: ignore[attr-defined]
     token.save()
@@ -60,7 +47,7 @@ def user_token_create(*, user: Any, name: str, actor: Any, expires_at: datetime 
             "expires_at": expires_at.isoformat() if expires_at else None,
         },
     )
-    return token, f"tfu_{prefix}_{secret}"
+    return token, plaintext
 
 
 @transaction.atomic
@@ -98,13 +85,13 @@ class UserTokenAuthentication(BaseAuthentication):
         scheme, _, value = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not value.strip():
             raise exceptions.AuthenticationFailed("malformed Authorization header: expected 'Token <token>'")
-        match = TOKEN_PATTERN.match(value.strip())
-        if not match:
+        parsed = USER_TOKEN.parse(value)
+        if parsed is None:
             raise exceptions.AuthenticationFailed("malformed token: expected tfu_<prefix>_<secret>")
-        token = UserToken.objects.select_related("user").filter(prefix=match["prefix"]).first()
-        digest = user_token_digest(match["secret"])
-        # Compare even when the prefix is unknown, so timing does not reveal which prefixes exist.
-        if not hmac.compare_digest(digest, token.secret_hmac if token else _DUMMY_DIGEST) or token is None:
+        prefix, secret = parsed
+        token = UserToken.objects.select_related("user").filter(prefix=prefix).first()
+        # matches() compares against a dummy for an unknown prefix, so timing does not reveal which prefixes exist.
+        if not USER_TOKEN.matches(secret, token.secret_hmac if token else None) or token is None:
             raise exceptions.AuthenticationFailed("unknown token")
         now = timezone.now()
         if token.revoked_at is not None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
-import re
-import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
@@ -27,6 +24,7 @@ from replays.engine.errors import FormatError
 from replays.engine.policy import load_policy
 from traceflux import audit
 from traceflux.audit import AuditActor
+from traceflux.prefixed_secrets import AGENT_KEY, ENROLLMENT_TOKEN
 from traceflux.statemachine import TransitionError, transition
 
 from .models import (
@@ -196,11 +194,7 @@ def agent_set_enabled(*, agent: Agent, enabled: bool, actor: Any, reason: str = 
     return agent
 
 
-KEY_PREFIX_LEN = 12
-
-
-def agent_key_digest(secret: str) -> str:
-    return hmac.new(settings.AGENT_KEY_HMAC_KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()
+agent_key_digest = AGENT_KEY.digest
 
 
 @transaction.atomic
@@ -214,10 +208,9 @@ def agent_key_create(
         raise ValidationError({"scopes": f"unknown scopes {unknown}; allowed: {', '.join(AgentScope.values)}"})
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "a key cannot expire in the past"})
-    prefix = secrets.token_hex(KEY_PREFIX_LEN // 2)
-    secret = secrets.token_urlsafe(32)
+    prefix, secret_hmac, plaintext = AGENT_KEY.issue()
     key = AgentKey.objects.create(
-        agent=agent, prefix=prefix, secret_hmac=agent_key_digest(secret), scopes=chosen, expires_at=expires_at
+        agent=agent, prefix=prefix, secret_hmac=secret_hmac, scopes=chosen, expires_at=expires_at
     )
     audit.record(
         actor=actor,
@@ -226,7 +219,7 @@ def agent_key_create(
         environment=agent.environment,
         data={"prefix": prefix, "scopes": chosen, "expires_at": expires_at.isoformat() if expires_at else None},
     )
-    return key, f"tfk_{prefix}_{secret}"
+    return key, plaintext
 
 
 @transaction.atomic
@@ -557,16 +550,13 @@ def agent_assert_own(*, agent: Agent, agent_name: str | None = None, environment
     raise PermissionDenied(reason)
 
 
-ENROLLMENT_TOKEN_PATTERN = re.compile(r"^tfe_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,100})$")
-_DUMMY_DIGEST = "0" * 64
 
 
 class EnrollmentRefused(Exception):
     """The enrollment token is malformed, unknown, expired or used up; the message says which (the API answers 401)."""
 
 
-def enrollment_token_digest(secret: str) -> str:
-    return hmac.new(settings.ENROLLMENT_TOKEN_HMAC_KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()
+enrollment_token_digest = ENROLLMENT_TOKEN.digest
 
 
 @transaction.atomic
@@ -578,12 +568,11 @@ def enrollment_token_create(
         raise ValidationError({"uses": "an enrollment token needs at least one use"})
     if expires_at <= timezone.now():
         raise ValidationError({"expires_at": "an enrollment token cannot expire in the past"})
-    prefix = secrets.token_hex(KEY_PREFIX_LEN // 2)
-    secret = secrets.token_urlsafe(32)
+    prefix, secret_hmac, plaintext = ENROLLMENT_TOKEN.issue()
     token = EnrollmentToken(
         environment=environment,
         prefix=prefix,
-        secret_hmac=enrollment_token_digest(secret),
+        secret_hmac=secret_hmac,
         uses_left=uses,
         expires_at=expires_at,
         created_by=actor if hasattr(actor, "get_username") else None,
@@ -596,18 +585,18 @@ def enrollment_token_create(
         target=token,
         data={"prefix": prefix, "uses": uses, "expires_at": expires_at.isoformat()},
     )
-    return token, f"tfe_{prefix}_{secret}"
+    return token, plaintext
 
 
 def _enrollment_token_take(*, token: str, agent_name: str, now: datetime) -> EnrollmentToken:
     """Use up one use of the token by compare-and-swap, or raise EnrollmentRefused. Runs inside the caller's atomic."""
-    match = ENROLLMENT_TOKEN_PATTERN.match(token.strip())
-    if not match:
+    parsed = ENROLLMENT_TOKEN.parse(token)
+    if parsed is None:
         raise EnrollmentRefused("malformed enrollment token: expected tfe_<prefix>_<secret>")
-    row = EnrollmentToken.objects.select_related("environment").filter(prefix=match["prefix"]).first()
-    digest = enrollment_token_digest(match["secret"])
-    # Compare even when the prefix is unknown, so timing does not reveal which prefixes exist.
-    if not hmac.compare_digest(digest, row.secret_hmac if row else _DUMMY_DIGEST) or row is None:
+    prefix, secret = parsed
+    row = EnrollmentToken.objects.select_related("environment").filter(prefix=prefix).first()
+    if row is None or not ENROLLMENT_TOKEN.matches(secret, row.secret_hmac):
+        ENROLLMENT_TOKEN.matches(secret, None)  # the same work for an unknown prefix: timing reveals nothing
         raise EnrollmentRefused("unknown enrollment token")
     # Each failed swap means another enrollment took a use (uses_left only ever goes down), so this loop ends.
     while True:

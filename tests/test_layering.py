@@ -32,6 +32,7 @@ RULES = (
     Rule("replays/engine", ("django", "traceflux", *APPS)),
     Rule("traceflux/audit", (*APPS, *PROJECT_LAYER)),
     Rule("traceflux/statemachine.py", (*APPS, *PROJECT_LAYER)),
+    Rule("traceflux/prefixed_secrets.py", (*APPS, *PROJECT_LAYER)),
     Rule("incidents", ("artifacts", "approvals", "replays", *PROJECT_LAYER)),
     Rule("artifacts", ("approvals", "replays", *PROJECT_LAYER)),
     Rule("approvals", ("replays", *PROJECT_LAYER)),
@@ -119,10 +120,12 @@ def test_it_keeps_the_engine_a_pure_library():
 
 
 def test_it_keeps_the_audit_log_free_of_the_apps():
-    problems = violations(RULES[1]) + violations(RULES[2])
-    assert not problems, "traceflux/audit and traceflux/statemachine must not import an app:\n" + "\n".join(problems)
+    problems = violations(RULES[1]) + violations(RULES[2]) + violations(RULES[3])
+    assert not problems, "traceflux/audit, statemachine and prefixed_secrets must not import an app:\n" + "\n".join(
+        problems
+    )
 
 
 def test_it_keeps_each_app_below_the_ones_that_build_on_it():
-    problems = [problem for rule in RULES[3:] for problem in violations(rule)]
+    problems = [problem for rule in RULES[4:] for problem in violations(rule)]
     assert not problems, "incidents <- artifacts <- approvals <- replays, project layer on top:\n" + "\n".join(problems)

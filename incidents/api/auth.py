@@ -6,8 +6,6 @@ PBKDF2 would be and costs microseconds instead of hundreds of milliseconds.
 
 from __future__ import annotations
 
-import hmac
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,12 +16,10 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from incidents.models import Agent, AgentKey
-from incidents.services import agent_key_digest, agent_request_denied
+from incidents.services import agent_request_denied
+from traceflux.prefixed_secrets import AGENT_KEY
 
-KEY_PATTERN = re.compile(r"^tfk_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,100})$")
-PREFIX_PATTERN = re.compile(r"tfk_([0-9a-f]{12})_")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-_DUMMY_DIGEST = "0" * 64
 
 
 @dataclass
@@ -50,8 +46,7 @@ class AgentPrincipal:
 
 def key_prefix_from_header(header: str) -> str | None:
     """The public prefix of whatever key a request carried, for counting failures of unidentified callers."""
-    found = PREFIX_PATTERN.search(header or "")
-    return found.group(1) if found else None
+    return AGENT_KEY.prefix_in(header)
 
 
 class AgentKeyAuthentication(BaseAuthentication):
@@ -67,13 +62,13 @@ class AgentKeyAuthentication(BaseAuthentication):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise exceptions.AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-        match = KEY_PATTERN.match(token.strip())
-        if not match:
+        parsed = AGENT_KEY.parse(token)
+        if parsed is None:
             raise exceptions.AuthenticationFailed("malformed agent key: expected tfk_<prefix>_<secret>")
-        key = AgentKey.objects.select_related("agent__environment").filter(prefix=match["prefix"]).first()
-        digest = agent_key_digest(match["secret"])
-        # Compare even when the prefix is unknown, so timing does not reveal which prefixes exist.
-        if not hmac.compare_digest(digest, key.secret_hmac if key else _DUMMY_DIGEST) or key is None:
+        prefix, secret = parsed
+        key = AgentKey.objects.select_related("agent__environment").filter(prefix=prefix).first()
+        # matches() compares against a dummy for an unknown prefix, so timing does not reveal which prefixes exist.
+        if not AGENT_KEY.matches(secret, key.secret_hmac if key else None) or key is None:
             raise exceptions.AuthenticationFailed("unknown agent key")
         now = timezone.now()
         request._agent_for_failures = key.agent_id  # lets the failure counter attribute the 401 to the agent
