@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from django.db import connection
 
 from approvals.models import ApprovalRequest
 from approvals.services import approval_consume, approval_decide
 from tests.approvals.conftest import approve_all, request_for
+from tests.concurrency import race
 from tests.factories import DeploymentFactory
 
 pytestmark = [pytest.mark.needs("postgresql"), pytest.mark.django_db(transaction=True)]
-
-
-def race(targets: list[Callable[[], Any]]) -> tuple[list[Any], list[Exception]]:
-    """Run the callables at the same instant, each in its own thread and connection; return (results, errors)."""
-    barrier = threading.Barrier(len(targets))
-    results: list[Any] = []
-    errors: list[Exception] = []
-
-    def run(fn: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(fn())
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(fn,)) for fn in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results, errors
 
 
 def decide(pk: int, approver, decision: str, comment: str = "") -> Callable[[], str]:

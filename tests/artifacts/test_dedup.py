@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.test import Client
 
 from artifacts import storage
@@ -20,6 +17,7 @@ from tests.artifacts.conftest import (
     post_upload,
     snapshot_bytes,
 )
+from tests.concurrency import race
 from tests.factories import AgentFactory, EnvironmentFactory
 from traceflux import audit
 from traceflux.audit.models import AuditEvent
@@ -119,8 +117,14 @@ def test_it_keeps_the_file_when_a_committed_row_references_the_hash(client, monk
     def place_then_someone_commits(*, temp_path, sha256):
         placed = real_place(temp_path=temp_path, sha256=sha256)
         row = Artifact(
-            environment=other_agent.environment, agent=other_agent, kind="incident_bundle", size=1, sha256=sha256,
-            detected_type="tar.gz", captured_at=agent.created_at, file=storage.content_name(sha256),
+            environment=other_agent.environment,
+            agent=other_agent,
+            kind="incident_bundle",
+            size=1,
+            sha256=sha256,
+            detected_type="tar.gz",
+            captured_at=agent.created_at,
+            file=storage.content_name(sha256),
         )
         row._history_user = None
         row.save()
@@ -146,24 +150,7 @@ def test_it_keeps_the_file_when_a_committed_row_references_the_hash(client, monk
 def test_it_stores_twenty_simultaneous_identical_uploads_once(agent_key, media_root):
     content = bundle_bytes()
     uploads = 20
-    barrier = threading.Barrier(uploads)
-    answers: list = [None] * uploads
-    errors: list[BaseException] = []
-
-    def upload(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            answers[index] = post_upload(Client(), agent_key, content)
-        except BaseException as exc:  # reported below: a thread's exception would otherwise vanish
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=upload, args=(i,)) for i in range(uploads)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    answers, errors = race([lambda: post_upload(Client(), agent_key, content) for _ in range(uploads)], timeout=120)
 
     assert not errors, errors
     artifact = Artifact.objects.get()

@@ -3,19 +3,18 @@ and rollback. Every step is driven by the acknowledgement (or expiry) signal on 
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from incidents import services
 from incidents.models import Command, Deployment
+from tests.concurrency import race
 from tests.factories import AgentFactory, DeploymentFactory, PipelineVersionFactory
 from traceflux.audit import SYSTEM
 from traceflux.audit.models import AuditEvent
@@ -68,7 +67,10 @@ def deploy(environments, operator, django_capture_on_commit_callbacks):
         version = PipelineVersionFactory(label="v2.15.0")
         with django_capture_on_commit_callbacks(execute=True):
             deployment = services.deployment_request(
-                environment=environments["dev"], pipeline_version=version, actor=operator, reason="tighter joins",
+                environment=environments["dev"],
+                pipeline_version=version,
+                actor=operator,
+                reason="tighter joins",
                 **targets,
             )
         deployment.refresh_from_db()
@@ -91,7 +93,9 @@ def test_it_deploys_to_every_target_agent_and_activates_when_all_acknowledge(
     commands = Command.objects.filter(kind="deploy").order_by("idempotency_key")
     assert [c.idempotency_key for c in commands] == [f"deploy:{deployment.pk}:{a.agent.pk}" for a in fleet]
     assert commands[0].payload == {
-        "deployment": deployment.pk, "pipeline_version": "v2.15.0", "spec_hash": deployment.pipeline_version.spec_hash,
+        "deployment": deployment.pk,
+        "pipeline_version": "v2.15.0",
+        "spec_hash": deployment.pipeline_version.spec_hash,
     }
     assert all(c.deadline is not None for c in commands)
 
@@ -229,9 +233,15 @@ def test_it_rolls_back_from_the_admin_action_through_rollback_commands(
     operator.user_permissions.add(*_deployment_perms())
     client.force_login(operator)
 
-    response = client.post(reverse("admin:incidents_deployment_changelist"), {
-        "action": "roll_back", ACTION_CHECKBOX_NAME: [deployment.pk], "confirm": "yes", "reason": "pages doubled",
-    })
+    response = client.post(
+        reverse("admin:incidents_deployment_changelist"),
+        {
+            "action": "roll_back",
+            ACTION_CHECKBOX_NAME: [deployment.pk],
+            "confirm": "yes",
+            "reason": "pages doubled",
+        },
+    )
 
     assert response.status_code == 302
     deployment.refresh_from_db()
@@ -243,9 +253,13 @@ def test_it_rolls_back_from_the_admin_action_through_rollback_commands(
 def _deployment_perms():
     from django.contrib.auth.models import Permission
 
-    return Permission.objects.filter(content_type__app_label="incidents", codename__in=[
-        "view_deployment", "change_deployment",
-    ])
+    return Permission.objects.filter(
+        content_type__app_label="incidents",
+        codename__in=[
+            "view_deployment",
+            "change_deployment",
+        ],
+    )
 
 
 # --- concurrency -------------------------------------------------------------------------------------------------
@@ -256,23 +270,7 @@ def _deployment_perms():
 def test_it_activates_once_when_the_last_two_agents_acknowledge_at_once(fleet, previous, deploy):
     deployment = deploy()
     commands = {agent.agent.pk: agent.poll()[0] for agent in fleet}
-    barrier = threading.Barrier(len(fleet))
-    errors: list[Exception] = []
-
-    def ack(agent: FakeAgent) -> None:
-        try:
-            barrier.wait(timeout=10)
-            agent.ack(commands[agent.agent.pk])
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=ack, args=(agent,)) for agent in fleet]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    _, errors = race([lambda agent=agent: agent.ack(commands[agent.agent.pk]) for agent in fleet])
 
     assert errors == []
     deployment.refresh_from_db()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from incidents import services
 from incidents.models import Agent, AgentKey, EnrollmentToken
+from tests.concurrency import race
 from tests.factories import AgentFactory
 from traceflux.audit import SYSTEM
 from traceflux.audit.models import AuditEvent
@@ -60,8 +59,11 @@ def test_it_enrolls_an_agent_in_the_tokens_environment_with_a_key_that_works(api
     assert heartbeat.status_code == 201
 
     actions = list(AuditEvent.objects.order_by("seq").values_list("action", "actor_kind"))
-    assert actions[-3:] == [("agent.created", "enrollment"), ("agent_key.created", "enrollment"),
-                            ("agent.enrolled", "agent")]
+    assert actions[-3:] == [
+        ("agent.created", "enrollment"),
+        ("agent_key.created", "enrollment"),
+        ("agent.enrolled", "agent"),
+    ]
     enrolled = AuditEvent.objects.get(action="agent.enrolled")
     assert enrolled.data["uses_left"] == 1
     assert enrolled.environment == "prod"
@@ -196,22 +198,11 @@ def test_it_refuses_to_create_a_token_without_uses_or_already_expired(environmen
 @pytest.mark.django_db(transaction=True)
 def test_it_lets_exactly_one_of_two_concurrent_enrollments_use_a_one_use_token(environments):
     token = a_token(environments["prod"], uses=1)
-    barrier = threading.Barrier(2)
-    results: dict[str, int] = {}
-
-    def attempt(name: str) -> None:
-        try:
-            client = APIClient()
-            barrier.wait(timeout=10)
-            results[name] = enroll(client, token, name=name).status_code
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt, args=(name,)) for name in ("racer-a", "racer-b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    answers, errors = race(
+        [lambda name=name: (name, enroll(APIClient(), token, name=name).status_code) for name in ("racer-a", "racer-b")]
+    )
+    assert errors == []
+    results = dict(answers)
     assert sorted(results.values()) == [201, 401]
     winner = next(name for name, code in results.items() if code == 201)
     assert list(Agent.objects.filter(name__startswith="racer").values_list("name", flat=True)) == [winner]
@@ -224,22 +215,11 @@ def test_it_lets_exactly_one_of_two_concurrent_enrollments_use_a_one_use_token(e
 @pytest.mark.django_db(transaction=True)
 def test_it_lets_concurrent_enrollments_use_every_use_of_a_token_and_no_more(environments):
     token = a_token(environments["prod"], uses=3)
-    barrier = threading.Barrier(5)
-    results: dict[str, int] = {}
-
-    def attempt(name: str) -> None:
-        try:
-            client = APIClient()
-            barrier.wait(timeout=10)
-            results[name] = enroll(client, token, name=name).status_code
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt, args=(f"racer-{i}",)) for i in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    answers, errors = race(
+        [lambda name=f"racer-{i}": (name, enroll(APIClient(), token, name=name).status_code) for i in range(5)]
+    )
+    assert errors == []
+    results = dict(answers)
     assert sorted(results.values()) == [201, 201, 201, 401, 401]
     assert Agent.objects.filter(name__startswith="racer").count() == 3
     assert EnrollmentToken.objects.get().uses_left == 0

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
 
 from incidents import services
 from incidents.models import Deployment, Incident
+from tests.concurrency import race
 from tests.factories import DeploymentFactory, IncidentFactory, PipelineVersionFactory
 from traceflux.audit.models import AuditEvent
 from traceflux.statemachine import TransitionError
@@ -152,28 +151,6 @@ def test_it_links_a_new_incident_to_the_active_deployment(environments, operator
     assert incident.deployment == active
 
 
-def _race(targets: list) -> tuple[list, list]:
-    """Run the callables at the same instant in threads; return (results, errors)."""
-    barrier = threading.Barrier(len(targets))
-    results, errors = [], []
-
-    def run(fn):
-        try:
-            barrier.wait(timeout=10)
-            results.append(fn())
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(fn,)) for fn in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results, errors
-
-
 @pytest.mark.needs("postgresql")
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("attempt", range(3))
@@ -187,7 +164,7 @@ def test_it_lets_exactly_one_of_two_concurrent_transitions_win(environments, adm
 
         return go
 
-    results, errors = _race([move("approved"), move("denied")])
+    results, errors = race([move("approved"), move("denied")])
     assert len(results) == 1, (results, errors)
     assert len(errors) == 1 and isinstance(errors[0], TransitionError)
     # Only the winner's move is recorded (an approval then dispatches the deployment on commit: later moves follow).
