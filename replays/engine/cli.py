@@ -14,36 +14,20 @@ stderr and exit status 2; a bug is a traceback and exit status 1.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from .alertmanager import import_alertmanager
-from .bundles import Bundle, check_baseline, check_baseline_refs, open_bundle
-from .correlate import ReplayResult, pooled, replay
+from .bundles import check_baseline
 from .errors import FormatError, Invalid
-from .evidence import selection_document, write_evidence
 from .formats import DEFAULT_LIMITS, load_json_document, parse_timestamp, read_limited
-from .idset import ExactIdSet
+from .pipeline import UsageError, run_replay
 from .policy import Policy, load_policy
-from .report import build_report, report_bytes
-from .signals import Signal, SignalReader
 
 PROG = "python -m replays.engine"
-_GZIP, _ZIP = b"\x1f\x8b", (b"PK\x03\x04", b"PK\x05\x06")
-
-
-class UsageError(Exception):
-    """A problem with the command line or an input file that is not a FormatError (a missing file)."""
-
-    def __init__(self, detail: str, *, code: str = "invalid") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.code = code
 
 
 # --- arguments --------------------------------------------------------------------------------------------------------
@@ -146,67 +130,6 @@ def load_policy_spec(args: argparse.Namespace) -> dict[str, Any]:
         raise Invalid(f"{where}: {exc.detail}", field=exc.field) from None
 
 
-class SignalSource:
-    """The --signals file: a bundle (its window and baseline come along) or signals.jsonl. `read` streams it afresh."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(4)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such signals file", code="not_found") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path}: is a directory, not a signals file") from None
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read the signals file ({exc.strerror})") from None
-        self.bundle: Bundle | None = open_bundle(path) if head[:2] == _GZIP or head in _ZIP else None
-        self.kind = self.bundle.kind if self.bundle is not None else "jsonl"
-
-    @property
-    def window(self) -> tuple[datetime, datetime] | None:
-        return self.bundle.window if self.bundle is not None else None
-
-    @property
-    def baseline(self) -> dict[str, Any] | None:
-        return self.bundle.baseline if self.bundle is not None else None
-
-    def read(self, reader: SignalReader) -> Iterator[Signal]:
-        if self.bundle is not None:
-            yield from self.bundle.read_signals(reader)
-            return
-        with open(self.path, "rb") as handle:
-            yield from reader.read(handle)
-
-    def checked(self) -> tuple[SignalReader, Iterator[Signal]]:
-        """A reader and the signals through it; a bundle's signals must lie in its window, as the upload checks."""
-        # The replay holds every signal anyway, so uniqueness uses a plain set rather than the compact digest table.
-        if self.bundle is not None:
-            reader = SignalReader(window=self.window, ids=ExactIdSet())
-        else:
-            reader = SignalReader(member=self.path, ids=ExactIdSet())
-        return reader, self.read(reader)
-
-    def all(self) -> Iterator[Signal]:
-        """Every good signal; raise the reader's error after the last if a line was bad."""
-        reader, signals = self.checked()
-        yield from signals
-        error = reader.error()
-        if error is not None:
-            raise error
-
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-        return digest.hexdigest()
-
-    def close(self) -> None:
-        if self.bundle is not None:
-            self.bundle.close()
-
-
 def _progress_printer(label: str) -> Callable[[str, str, Mapping[str, int]], None]:
     def report(stage: str, status: str, counts: Mapping[str, int]) -> None:
         event = {"event": "progress", "replay": label, "stage": stage, "status": status, **dict(counts)}
@@ -226,58 +149,27 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], bytes]:
     if args.compare_policy is not None:
         compare_spec = _json_object(args.compare_policy, what="policy")
         compare_policy = _checked_policy(compare_spec, args.compare_policy)
-    source = SignalSource(args.signals)
-    try:
-        baseline = source.baseline
-        if args.baseline is not None:
-            baseline = load_json_document(_read_file(args.baseline, what="baseline"), name=args.baseline)
-            check_baseline(baseline)
-        window = args.window or source.window
-        reader, stream = source.checked()
-        # Parsed and pooled once: the compare replay and the report's timeline reuse the same list.
-        signals = pooled(stream)
-        error = reader.error()
-        if error is not None:
-            raise error
-        result = replay(
-            policy,
-            signals,
-            scope=args.scope,
-            window=window,
-            on_progress=_progress_printer("policy") if args.progress else None,
-        )
-        if baseline is not None:
-            check_baseline_refs(baseline, reader.ids)
-        compare: ReplayResult | None = None
-        if compare_policy is not None:
-            compare = replay(
-                compare_policy,
-                signals,
-                scope=args.scope,
-                window=window,
-                on_progress=_progress_printer("compare") if args.progress else None,
-            )
-        report = build_report(
-            result,
-            policy_spec=policy_spec,
-            baseline=baseline,
-            compare=compare,
-            compare_spec=compare_spec,
-            signals=signals,
-        )
-        data = report_bytes(report)
-        if args.evidence is not None:
-            selection = selection_document(
-                result,
-                by_source=report["input"]["by_source"],
-                source={"name": Path(args.signals).name, "kind": source.kind, "sha256": source.sha256()},
-            )
-            write_evidence(
-                args.evidence, report=report, policy_spec=policy_spec, selection=selection, compare_spec=compare_spec
-            )
-        return report, data
-    finally:
-        source.close()
+    baseline = None
+    if args.baseline is not None:
+        baseline = load_json_document(_read_file(args.baseline, what="baseline"), name=args.baseline)
+        check_baseline(baseline)
+    output = run_replay(
+        policy,
+        args.signals,
+        policy_spec=policy_spec,
+        compare=compare_policy,
+        compare_spec=compare_spec,
+        baseline=baseline,
+        scope=args.scope,
+        window=args.window,
+        on_progress=_progress_printer("policy") if args.progress else None,
+        on_compare_progress=_progress_printer("compare") if args.progress else None,
+        evidence=args.evidence is not None,
+    )
+    if args.evidence is not None:
+        with open(args.evidence, "wb") as handle:
+            handle.write(output.evidence or b"")
+    return output.report, output.report_bytes
 
 
 def _fail(body: dict[str, Any], status: int) -> int:
