@@ -36,6 +36,8 @@ class ApprovalStatus(models.TextChoices):
 
 
 # consumed → approved is restoration only: the consuming execution was rejected or failed before dispatching anything.
+# consumed → revoked: an approver pulls the sign-off back after it was used; an execute that has not started yet is
+# then rejected when its task re-checks the gates (replays.services).
 APPROVAL_TRANSITIONS: dict[str, set[str]] = {
     ApprovalStatus.PENDING: {
         ApprovalStatus.APPROVED,
@@ -45,7 +47,7 @@ APPROVAL_TRANSITIONS: dict[str, set[str]] = {
         ApprovalStatus.WITHDRAWN,
     },
     ApprovalStatus.APPROVED: {ApprovalStatus.CONSUMED, ApprovalStatus.EXPIRED, ApprovalStatus.REVOKED},
-    ApprovalStatus.CONSUMED: {ApprovalStatus.APPROVED},
+    ApprovalStatus.CONSUMED: {ApprovalStatus.APPROVED, ApprovalStatus.REVOKED},
 }
 
 # A subject has at most one request in these states at a time.

@@ -299,7 +299,11 @@ def approval_decide(
 
 
 def approval_revoke(*, request: ApprovalRequest, actor: User, reason: str) -> ApprovalRequest:
-    """An eligible approver or a superuser withdraws the sign-off: pending or approved → revoked."""
+    """An eligible approver or a superuser withdraws the sign-off: pending, approved or consumed → revoked.
+
+    Revoking a consumed approval stops an execute that has not started yet (its task re-checks the gates); one that
+    already dispatched its commands is not recalled.
+    """
     if not reason.strip():
         raise ValidationError({"reason": "a revocation needs a reason"})
     if not (getattr(actor, "is_superuser", False) or approver_is_eligible(user=actor, environment=request.environment)):
@@ -307,9 +311,11 @@ def approval_revoke(*, request: ApprovalRequest, actor: User, reason: str) -> Ap
                 reason=f"you may not approve in {request.environment.slug}, so you may not revoke there")
     with transaction.atomic():
         locked = _lock(request)
-        if locked.status not in OPEN_STATUSES:
-            raise Conflict(f"approval #{locked.pk} is {locked.status}; only pending or approved can be revoked",
-                           current=locked.status)
+        if locked.status not in (*OPEN_STATUSES, ApprovalStatus.CONSUMED):
+            raise Conflict(
+                f"approval #{locked.pk} is {locked.status}; only pending, approved or consumed can be revoked",
+                current=locked.status,
+            )
         old = locked.status
         _move(locked, new=ApprovalStatus.REVOKED, actor=actor, reason=reason)
         audit.record(actor=actor, action="approval.revoked", target=locked, reason=reason,

@@ -6,19 +6,28 @@
     heartbeat --status ok|degraded|failing [--version V] [--deployment ID] [--details JSON]
     commands                                             lease this agent's commands; print them as JSON
     ack ID --status succeeded|failed [--output JSON]     record a command's outcome
+    signing-keys                                         print the portal's published signing keys
+    work --environment ENV --agent NAME                  lease the commands, verify each signed credential, and
+                                                         acknowledge each: succeeded when verified, failed when not
     enroll --token T --name N --hostname H [...]         trade an enrollment token for a key; print the key
     make-bundle --signals FILE.jsonl --out FILE ...      write an incident bundle and validate it (no server)
 
 `--url` defaults to $TRACEFLUX_URL, else http://127.0.0.1:8000; `--key` to $TRACEFLUX_AGENT_KEY (prefer the variable:
 a command line is visible to every user of the machine). The key is never printed.
 
-Exit codes: 0 the server answered 2xx (or the bundle was written and is valid); 1 the server answered an error (its
-JSON goes to stderr), was still rate limiting after the retries, or could not be reached; 2 a usage or format error.
+Exit codes: 0 the server answered 2xx (or the bundle was written and is valid; for `work`, every command was
+acknowledged, refused ones included); 1 the server answered an error (its JSON goes to stderr), was still rate limiting
+after the retries, or could not be reached; 2 a usage or format error.
+
+`work` checks each command's signed approval credential (replays.engine.credentials) against the portal's published
+keys and against the agent's own configuration, `--environment` ($TRACEFLUX_AGENT_ENVIRONMENT) and `--agent`
+($TRACEFLUX_AGENT_NAME): never against what the server says the agent is. This demo agent carries out a verified
+command by acknowledging it; a real one would act on the verified document, never on the unsigned payload.
 
 This module runs on agents, next to the infrastructure, without the portal's settings: it imports only the standard
-library and replays.engine (a pure library), never Django. HTTP is http.client; an upload streams the file from disk
-in chunks with a computed Content-Length, so a 64 MiB bundle is never held in memory. A 429 is retried after the
-server's Retry-After, at most `max_retries` times.
+library and replays.engine (a pure library; `cryptography` verifies the credentials), never Django. HTTP is
+http.client; an upload streams the file from disk in chunks with a computed Content-Length, so a 64 MiB bundle is never
+held in memory. A 429 is retried after the server's Retry-After, at most `max_retries` times.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,11 +60,17 @@ from replays.engine import (
     write_bundle,
 )
 from replays.engine.bundles import check_baseline, check_manifest, check_spec
+from replays.engine.credentials import CredentialRefused, PublicKeyLike, public_keys_from_documents, verify_credential
 from replays.engine.formats import format_timestamp
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "TRACEFLUX_URL"
 KEY_ENV = "TRACEFLUX_AGENT_KEY"
+ENVIRONMENT_ENV = "TRACEFLUX_AGENT_ENVIRONMENT"
+AGENT_NAME_ENV = "TRACEFLUX_AGENT_NAME"
+REQUIRE_CREDENTIAL_ENV = "TRACEFLUX_AGENT_REQUIRE_CREDENTIAL"
+# Replay actions (replays.services.REPLAY_COMMAND) are only ever sent with a credential: one without is refused.
+DEFAULT_REQUIRE_CREDENTIAL = ("replay_action",)
 API_ROOT = "/api/v1/agent/"
 KINDS = ("incident_bundle", "snapshot")
 HEARTBEAT_STATUSES = ("ok", "degraded", "failing")
@@ -229,6 +244,10 @@ class Client:
         """GET commands/: lease this agent's waiting commands (the GET is the delivery; it is not idempotent)."""
         return self._request("GET", "commands/")
 
+    def signing_keys(self) -> tuple[int, Any]:
+        """GET signing-keys/: the portal's Ed25519 public keys, {"keys": [{"key_id", "public_key", "active", …}]}."""
+        return self._request("GET", "signing-keys/")
+
     def ack(self, command_id: int, *, status: str, output: Any = None) -> tuple[int, Any]:
         """POST commands/{id}/ack/ with succeeded or failed and any JSON output."""
         data: dict[str, Any] = {"status": status}
@@ -303,6 +322,72 @@ class Client:
             raise ClientError(f"no answer from {self.base_url}: {exc.__class__.__name__}: {exc}") from None
         finally:
             connection.close()
+
+
+# --- verifying commands --------------------------------------------------------------------------------------------
+
+
+def verify_command(
+    command: Mapping[str, Any],
+    *,
+    keys: Mapping[str, PublicKeyLike],
+    environment: str,
+    agent: str,
+    now: datetime,
+    require_credential_kinds: Collection[str] = (),
+) -> dict[str, Any] | None:
+    """The verified credential document of a leased command, or None when its payload carries no credential.
+
+    A command without a credential is not a replay action (deploy and rollback commands have none), unless its kind
+    is in `require_credential_kinds`: then it is refused, because anyone who can write to the portal's database can
+    queue a command, but only the portal's signing key can approve one. `environment` and `agent` are the agent's
+    own configuration. Raises CredentialRefused with the reason.
+    """
+    payload = command.get("payload")
+    credential = payload.get("credential") if isinstance(payload, Mapping) else None
+    if credential is None:
+        if command.get("kind") in require_credential_kinds:
+            raise CredentialRefused(f"a {command.get('kind')} command must carry a signed credential")
+        return None
+    command_key = command.get("idempotency_key")
+    if not isinstance(command_key, str) or not command_key:
+        # Without the key the credential could not be tied to this command: refuse rather than skip the check.
+        raise CredentialRefused("the command has no idempotency_key to match its credential's command_key")
+    capability = payload.get("capability")  # type: ignore[union-attr]
+    if capability is not None and not isinstance(capability, str):
+        raise CredentialRefused("the command's capability is not a string")
+    return verify_credential(
+        credential,
+        public_keys=keys,
+        environment=environment,
+        now=now,
+        agent=agent,
+        command_key=command_key,
+        capability=capability,
+    )
+
+
+def carry_out(
+    command: Mapping[str, Any],
+    *,
+    keys: Mapping[str, PublicKeyLike],
+    environment: str,
+    agent: str,
+    now: datetime,
+    require_credential_kinds: Collection[str] = (),
+) -> tuple[str, Any, dict[str, Any]]:
+    """(ack status, ack output, report line) for one leased command, as this demo agent handles it."""
+    line: dict[str, Any] = {"id": command.get("id"), "kind": command.get("kind")}
+    try:
+        document = verify_command(command, keys=keys, environment=environment, agent=agent, now=now,
+                                  require_credential_kinds=require_credential_kinds)
+    except CredentialRefused as refused:
+        return "failed", {"refused": refused.reason}, line | {"outcome": "refused", "reason": refused.reason}
+    if document is None:
+        return "succeeded", {"verified": False}, line | {"outcome": "succeeded", "verified": False}
+    key = command["payload"]["credential"]["key_id"]
+    output = {"verified": True, "key_id": key, "action": document["action"]}
+    return "succeeded", output, line | {"outcome": "succeeded", "verified": True}
 
 
 # --- the command line ----------------------------------------------------------------------------------------------
@@ -399,6 +484,19 @@ def _parser() -> argparse.ArgumentParser:
     ack.add_argument("id", type=int)
     ack.add_argument("--status", required=True, choices=ACK_STATUSES)
     ack.add_argument("--output", type=_json_arg, help="any JSON value, kept with the command")
+
+    command("signing-keys", "print the portal's published signing keys as JSON")
+
+    work = command("work", "lease the commands, verify their signed credentials and acknowledge each; one JSON line "
+                           "per command")
+    work.add_argument("--environment", help=f"this agent's environment (default ${ENVIRONMENT_ENV}); never taken from "
+                                            "the server")
+    work.add_argument("--agent", help=f"this agent's name (default ${AGENT_NAME_ENV})")
+    work.add_argument(
+        "--require-credential", action="append", metavar="KIND",
+        help=f"a command kind that must carry a signed credential (repeatable; default ${REQUIRE_CREDENTIAL_ENV}, "
+        f"comma-separated, else {', '.join(DEFAULT_REQUIRE_CREDENTIAL)})",
+    )
 
     enroll = command("enroll", "trade an enrollment token for an agent key; prints the key alone on stdout")
     enroll.add_argument("--token", required=True, help="the enrollment token, tfe_<prefix>_<secret>")
@@ -513,6 +611,8 @@ def _call(args: argparse.Namespace, client: Client) -> tuple[int, Any]:
         return client.commands()
     if args.command == "ack":
         return client.ack(args.id, status=args.status, output=args.output)
+    if args.command == "signing-keys":
+        return client.signing_keys()
     if args.command == "enroll":
         services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services is not None else None
         return client.enroll(token=args.token, name=args.name, hostname=args.hostname, version=args.agent_version,
@@ -544,6 +644,43 @@ def _report(args: argparse.Namespace, client: Client, status: int, body: Any, ou
     return 1
 
 
+def _work(args: argparse.Namespace, client: Client, output: _Output) -> int:
+    environment = args.environment or os.environ.get(ENVIRONMENT_ENV)
+    agent = args.agent or os.environ.get(AGENT_NAME_ENV)
+    if not environment:
+        raise UsageError(f"work needs this agent's environment: --environment or ${ENVIRONMENT_ENV}")
+    if not agent:
+        raise UsageError(f"work needs this agent's name: --agent or ${AGENT_NAME_ENV}")
+    required = args.require_credential
+    if required is None:
+        from_env = os.environ.get(REQUIRE_CREDENTIAL_ENV)
+        required = from_env.split(",") if from_env is not None else list(DEFAULT_REQUIRE_CREDENTIAL)
+    required_kinds = {kind.strip() for kind in required if kind.strip()}
+
+    status, body = client.signing_keys()
+    if not 200 <= status < 300:
+        return _report(args, client, status, body, output)
+    try:
+        keys = public_keys_from_documents(body.get("keys") if isinstance(body, dict) else None)
+    except ValueError as exc:
+        output.err(f"error: the portal's signing keys are malformed: {exc}")
+        return 1
+    status, body = client.commands()
+    if not 200 <= status < 300:
+        return _report(args, client, status, body, output)
+    acked_all = True
+    for command in body.get("commands") or []:
+        ack_status, ack_output, line = carry_out(command, keys=keys, environment=environment, agent=agent,
+                                                 now=datetime.now(UTC), require_credential_kinds=required_kinds)
+        status, acked = client.ack(command["id"], status=ack_status, output=ack_output)
+        if not 200 <= status < 300:
+            acked_all = False
+            detail = acked.get("detail") if isinstance(acked, dict) else None
+            line["ack"] = {"status": status, "detail": detail}
+        output.out(json.dumps(line))
+    return 0 if acked_all else 1
+
+
 def main(argv: list[str] | None = None, *, sleep: Sleep = time.sleep) -> int:
     args = _parser().parse_args(argv)
     key = args.key if args.key is not None else os.environ.get(KEY_ENV)
@@ -561,6 +698,8 @@ def main(argv: list[str] | None = None, *, sleep: Sleep = time.sleep) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         try:
+            if args.command == "work":
+                return _work(args, client, output)
             status, body = _call(args, client)
         except ClientError as exc:
             output.err(f"error: {exc}")

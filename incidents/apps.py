@@ -8,7 +8,7 @@ class IncidentsConfig(AppConfig):
     verbose_name = "Incidents and fleet"
 
     def ready(self) -> None:
-        from . import receivers
+        from . import checks, receivers  # noqa: F401  (importing checks registers them)
         from .signals import command_acknowledged, command_expired
 
         command_acknowledged.connect(receivers.on_command_acknowledged, dispatch_uid="incidents.deployment_ack")

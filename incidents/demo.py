@@ -42,7 +42,7 @@ from .models import (
     ReplayPolicy,
     Severity,
 )
-from .selectors import APPROVE, OPERATE, VIEW
+from .selectors import APPROVE, OPERATE, REPLAY_DRY_RUN, REPLAY_EXECUTE, VIEW
 
 DEFAULT_SEED = 20260226
 # The moment the edge-gw burst starts; the incident window and every heartbeat are placed relative to it.
@@ -178,11 +178,11 @@ _ALL_ENVS = ("dev", "staging", "prod")
 
 
 def _users() -> tuple[DemoUser, ...]:
-    operate = tuple((slug, (VIEW, OPERATE)) for slug in _ALL_ENVS)
+    operate = tuple((slug, (VIEW, OPERATE, REPLAY_DRY_RUN, REPLAY_EXECUTE)) for slug in _ALL_ENVS)
     approve = tuple((slug, (VIEW, APPROVE) if slug in ("staging", "prod") else (VIEW,)) for slug in _ALL_ENVS)
     return (
         DemoUser("admin", "demo-admin-pass", "superuser", superuser=True),
-        DemoUser("operator", "demo-operator-pass", "operator: operate in dev, staging, prod",
+        DemoUser("operator", "demo-operator-pass", "operator: operate and replay in dev, staging, prod",
                  groups=("operators",), grants=operate),
         DemoUser("approver1", "demo-approver1-pass", "approver: approve in staging, prod",
                  groups=("approvers",), grants=approve),

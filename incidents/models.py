@@ -87,6 +87,8 @@ class Environment(models.Model):
         permissions = [
             ("operate_environment", "Can investigate and replay in this environment"),
             ("approve_environment", "Can approve execute-mode replays and deployments in this environment"),
+            ("replay_dry_run", "Can dry-run replays in this environment"),
+            ("replay_execute", "Can request approval for and execute replays in this environment"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -12,6 +12,8 @@ from .posture import posture_decision
 VIEW = "incidents.view_environment"
 OPERATE = "incidents.operate_environment"
 APPROVE = "incidents.approve_environment"
+REPLAY_DRY_RUN = "incidents.replay_dry_run"
+REPLAY_EXECUTE = "incidents.replay_execute"
 
 
 def visible_environments(*, user) -> QuerySet[Environment]:

@@ -6,3 +6,11 @@ from django.apps import AppConfig
 class ReplaysConfig(AppConfig):
     name = "replays"
     verbose_name = "Replays"
+
+    def ready(self) -> None:
+        from incidents.signals import command_acknowledged, command_expired
+
+        from . import receivers
+
+        command_acknowledged.connect(receivers.on_command_final, dispatch_uid="replays.command_ack")
+        command_expired.connect(receivers.on_command_final, dispatch_uid="replays.command_expiry")

@@ -96,6 +96,8 @@ def operator(environments):
     for env in environments.values():
         assign_perm("incidents.view_environment", user, env)
         assign_perm("incidents.operate_environment", user, env)
+        assign_perm("incidents.replay_dry_run", user, env)
+        assign_perm("incidents.replay_execute", user, env)
     return user
 
 

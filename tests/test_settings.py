@@ -45,7 +45,18 @@ PRODUCTION = {
     "DATABASE_URL": "postgres://traceflux:pw@db.example.invalid:5432/traceflux",
     "REDIS_URL": "redis://cache.example.invalid:6379/0",
     "CELERY_BROKER_URL": "amqp://traceflux:pw@mq.example.invalid:5672//",
+    # Read by the system checks, so `check` needs a real file here (see production_key); `shell` never reads it.
+    "TRACEFLUX_SIGNING_KEY_FILES": "/run/secrets/traceflux-signing.pem",
 }
+
+
+def production_key(tmp_path: Path) -> dict[str, str]:
+    """A real signing key for the checks of a production-mode subprocess."""
+    from traceflux.signing import write_private_key
+
+    path = tmp_path / "secrets" / "signing.pem"
+    write_private_key(path)
+    return {"TRACEFLUX_SIGNING_KEY_FILES": str(path)}
 
 
 def clean_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -72,7 +83,8 @@ def shell(tmp_path: Path, code: str, **env: str) -> str:
 
 
 def test_it_passes_the_deploy_checks_in_production_mode(tmp_path):
-    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    env = {**PRODUCTION, **production_key(tmp_path)}
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
 
@@ -92,13 +104,42 @@ def test_it_turns_on_the_secure_defaults_in_production_mode(tmp_path):
     assert engine == "django.db.backends.postgresql"
 
 
-@pytest.mark.parametrize("missing", ["REDIS_URL", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "CELERY_BROKER_URL"])
+@pytest.mark.parametrize(
+    "missing",
+    ["REDIS_URL", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "CELERY_BROKER_URL", "TRACEFLUX_SIGNING_KEY_FILES"],
+)
 def test_it_refuses_to_start_in_production_mode_without_a_required_variable(tmp_path, missing):
     env = {k: v for k, v in PRODUCTION.items() if k != missing}
     result = manage(tmp_path, "check", **env)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert missing in result.stderr.strip().splitlines()[-1]
+
+
+def test_it_fails_the_checks_naming_a_signing_key_file_that_is_missing(tmp_path):
+    result = manage(tmp_path, "check", **PRODUCTION)
+    assert result.returncode != 0
+    assert "incidents.E001" in result.stderr
+    assert "TRACEFLUX_SIGNING_KEY_FILES: /run/secrets/traceflux-signing.pem: No such file or directory" in result.stderr
+
+
+def test_it_signs_with_the_first_configured_key_and_never_generates_one_in_production(tmp_path):
+    keys = production_key(tmp_path)
+    code = "from traceflux import signing; print(signing.published_keys()[0]['key_id'], signing.signer() is not None)"
+    key_id, signs = shell(tmp_path, code, **{**PRODUCTION, **keys}).split()
+    from replays.engine.credentials import key_id as id_of
+    from traceflux.signing import load_private_key
+
+    assert key_id == id_of(load_private_key(Path(keys["TRACEFLUX_SIGNING_KEY_FILES"])).public_key()) and signs == "True"
+    assert not (tmp_path / "var" / "signing").exists()
+
+
+def test_it_generates_the_embedded_signing_key_under_the_var_dir_on_first_use(tmp_path):
+    code = "from traceflux import signing; print(signing.published_keys()[0]['key_id'])"
+    first = shell(tmp_path, code)
+    assert first.startswith("ed25519:")
+    assert (tmp_path / "var" / "signing" / "ed25519.pem").stat().st_mode & 0o777 == 0o600
+    assert shell(tmp_path, code) == first
 
 
 def test_it_refuses_a_short_secret_key_in_production_mode(tmp_path):

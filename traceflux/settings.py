@@ -60,11 +60,14 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_list(name: str, default: list[str]) -> list[str]:
+def env_list(name: str, default: list[str], *, required: bool = False) -> list[str]:
     raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+    items = [item.strip() for item in (raw or "").split(",") if item.strip()]
+    if not items:
+        if required:
+            raise ImproperlyConfigured(f"environment variable {name} is required in {MODE} mode")
         return list(default)
-    return [item.strip() for item in raw.split(",") if item.strip()]
+    return items
 
 
 MODE = os.environ.get("TRACEFLUX_MODE", "embedded").strip().lower()
@@ -189,6 +192,7 @@ TRACEFLUX_RATE_LIMITS = {
     "heartbeats": env_str("TRACEFLUX_RATE_HEARTBEATS", "120/m"),
     "commands": env_str("TRACEFLUX_RATE_COMMANDS", "120/m"),
     "enroll": env_str("TRACEFLUX_RATE_ENROLL", "10/m"),
+    "signing_keys": env_str("TRACEFLUX_RATE_SIGNING_KEYS", "60/m"),
 }
 # A JSON request body larger than this is refused with 413 before it is read (judged by its Content-Length).
 TRACEFLUX_MAX_JSON_BODY = env_int("TRACEFLUX_MAX_JSON_BODY", 4 * 1024 * 1024, minimum=1024)
@@ -233,6 +237,18 @@ AGENT_KEY_HMAC_KEY = env_str("AGENT_KEY_HMAC_KEY", _derived_key("traceflux.agent
 ENROLLMENT_TOKEN_HMAC_KEY = env_str("ENROLLMENT_TOKEN_HMAC_KEY", _derived_key("traceflux.enrollment-tokens"))
 USER_TOKEN_HMAC_KEY = env_str("USER_TOKEN_HMAC_KEY", _derived_key("traceflux.user-tokens"))
 
+# --- signing keys (traceflux.signing) ----------------------------------------------------------------------------
+
+# Ed25519 private keys (PEM, PKCS#8) that sign the approval credentials agents verify. Files, never database rows:
+# whoever can write to the database still cannot forge an approved action. The first file signs; all are published.
+_signing_key_files = env_list("TRACEFLUX_SIGNING_KEY_FILES", [], required=PRODUCTION)
+TRACEFLUX_SIGNING_KEY_FILES = [Path(name) for name in _signing_key_files] or [VAR_DIR / "signing" / "ed25519.pem"]
+# Only the embedded mode's own default key is made on first use; a file an operator named must exist.
+TRACEFLUX_SIGNING_KEY_GENERATE = not _signing_key_files
+# Public keys (PEM) of retired signers: published for verification only, so credentials they signed stay valid until
+# they expire while the new key signs.
+TRACEFLUX_SIGNING_PUBLIC_KEY_FILES = [Path(name) for name in env_list("TRACEFLUX_SIGNING_PUBLIC_KEY_FILES", [])]
+
 # --- REST API ----------------------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -258,6 +274,7 @@ SPECTACULAR_SETTINGS = {
         "CommandStatusEnum": "incidents.models.CommandStatus",
         "CommandAckStatusEnum": ["succeeded", "failed"],
         "ApprovalStatusEnum": "approvals.models.ApprovalStatus",
+        "ReplayStatusEnum": "replays.models.ReplayStatus",
     },
 }
 
@@ -267,6 +284,8 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", required=PRODUCTION)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND")
 # Without a broker, tasks run in-process at enqueue time: the embedded mode needs no worker.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# Replays run on their own queue, so long runs never hold up the short periodic tasks (docs/operations.md).
+CELERY_TASK_ROUTES = {"replays.tasks.run_replay": {"queue": "replays"}}
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -285,6 +304,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "approvals.tasks.expire_overdue_approvals",
         "schedule": timedelta(minutes=1),
     },
+    "replays.reap": {"task": "replays.tasks.reap", "schedule": timedelta(minutes=1)},
 }
 # Project-level tasks (traceflux is not an installed app, so autodiscovery does not find them).
 CELERY_IMPORTS = ["traceflux.tasks"]
@@ -355,3 +375,15 @@ TRACEFLUX_HEARTBEAT_RETENTION = timedelta(days=env_int("TRACEFLUX_HEARTBEAT_RETE
 TRACEFLUX_AGENT_STALE_AFTER = timedelta(seconds=env_int("TRACEFLUX_AGENT_STALE_AFTER_SECONDS", 300, minimum=10))
 # How long a delivered command stays leased to its agent before an unacknowledged one is offered again.
 TRACEFLUX_COMMAND_LEASE = timedelta(seconds=env_int("TRACEFLUX_COMMAND_LEASE_SECONDS", 60, minimum=5))
+# Replay executions (replays.tasks.run_replay on the `replays` queue; replays.services.replay_reap as a beat task).
+# A queued replay no worker took within this long is enqueued once more, then failed.
+TRACEFLUX_REPLAY_QUEUED_TIMEOUT = timedelta(seconds=env_int("TRACEFLUX_REPLAY_QUEUED_TIMEOUT_SECONDS", 600, minimum=10))
+# A replay validating or running for longer than this is failed by the reaper (its worker is presumed gone).
+TRACEFLUX_REPLAY_RUNNING_TIMEOUT = timedelta(
+    seconds=env_int("TRACEFLUX_REPLAY_RUNNING_TIMEOUT_SECONDS", 1800, minimum=30)
+)
+# Celery's soft and hard time limits for one replay task.
+TRACEFLUX_REPLAY_SOFT_TIME_LIMIT = env_int("TRACEFLUX_REPLAY_SOFT_TIME_LIMIT_SECONDS", 900, minimum=10)
+TRACEFLUX_REPLAY_TIME_LIMIT = env_int("TRACEFLUX_REPLAY_TIME_LIMIT_SECONDS", 960, minimum=20)
+# An execute's commands (and their signed credentials) expire this long after dispatch.
+TRACEFLUX_REPLAY_COMMAND_TTL = timedelta(seconds=env_int("TRACEFLUX_REPLAY_COMMAND_TTL_SECONDS", 900, minimum=30))

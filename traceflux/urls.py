@@ -17,10 +17,12 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("approvals/", include("approvals.urls")),
+    path("replays/", include("replays.urls")),
     # Before the agent API's own include, so this more specific prefix is matched first.
     path("api/v1/agent/artifacts/", include("artifacts.api_urls")),
     path("api/v1/agent/", include("incidents.api.urls")),
     path("api/v1/approvals/", include("approvals.api_urls")),
+    path("api/v1/replays/", include("replays.api_urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -97,9 +97,13 @@ class HeartbeatSerializer(serializers.ModelSerializer):
 class CommandSerializer(serializers.ModelSerializer):
     class Meta:
         model = Command
-        fields = ["id", "kind", "payload", "status", "created_at", "deadline", "delivered_at", "lease_until",
-                  "delivery_count", "acknowledged_at", "output"]
+        fields = ["id", "kind", "payload", "idempotency_key", "status", "created_at", "deadline", "delivered_at",
+                  "lease_until", "delivery_count", "acknowledged_at", "output"]
         read_only_fields = fields
+        extra_kwargs = {
+            "idempotency_key": {"help_text": "Unique per command; a signed credential in the payload names it as "
+                                             "its command_key, and the agent checks that they match."},
+        }
 
 
 class CommandListSerializer(serializers.Serializer):
@@ -110,3 +114,19 @@ class CommandListSerializer(serializers.Serializer):
 class AckRequestSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=[CommandStatus.SUCCEEDED, CommandStatus.FAILED])
     output = serializers.JSONField(required=False, default=dict, help_text="Any JSON value; kept with the command.")
+
+
+# --- signing keys --------------------------------------------------------------------------------------------------
+
+
+class SigningKeySerializer(serializers.Serializer):
+    key_id = serializers.CharField(help_text='"ed25519:" and the first 16 hex digits of SHA-256(raw public key).')
+    algorithm = serializers.ChoiceField(choices=["Ed25519"])
+    public_key = serializers.CharField(help_text="The raw 32-byte Ed25519 public key, standard base64.")
+    active = serializers.BooleanField(
+        help_text="True for the key that signs new credentials; the others verify credentials signed before a rotation."
+    )
+
+
+class SigningKeyListSerializer(serializers.Serializer):
+    keys = SigningKeySerializer(many=True, help_text="Every key a credential may be signed with, the active one first.")

@@ -13,4 +13,5 @@ urlpatterns = [
     path("heartbeats/", views.HeartbeatView.as_view(), name="heartbeats"),
     path("commands/", views.CommandListView.as_view(), name="commands"),
     path("commands/<int:pk>/ack/", views.CommandAckView.as_view(), name="command-ack"),
+    path("signing-keys/", views.SigningKeysView.as_view(), name="signing-keys"),
 ]

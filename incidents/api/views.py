@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from incidents import services
 from incidents.models import AgentScope, Command
+from traceflux import signing
 
 from . import schema
 from .base import AgentAPIView, AgentJSONAPIView, JSONBodyMixin
@@ -29,6 +30,7 @@ from .serializers import (
     EnrollResponseSerializer,
     HeartbeatRequestSerializer,
     HeartbeatSerializer,
+    SigningKeyListSerializer,
 )
 
 TAGS = ["agent"]
@@ -150,3 +152,23 @@ class CommandAckView(AgentJSONAPIView):
             command=command, agent=agent, status=data["status"], output=data["output"]
         )
         return Response(CommandSerializer(command).data)
+
+
+class SigningKeysView(AgentAPIView):
+    """Public key material: any valid key of an enabled agent may read it, whatever its scopes."""
+
+    required_scope = None
+    rate_group = "signing_keys"
+
+    @extend_schema(
+        operation_id="agent_signing_keys",
+        summary="The portal's public keys for verifying signed command credentials",
+        description="Every Ed25519 public key a command credential may be signed with: the active signer first, then "
+        "keys kept for verification after a rotation. The keys come from files on the portal, never from its "
+        "database. See docs/api.md, 'Signed command credentials'.",
+        tags=TAGS,
+        responses={200: SigningKeyListSerializer, **schema.errors(401, 403, 429)},
+        parameters=[schema.RETRY_AFTER, schema.WWW_AUTHENTICATE],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(SigningKeyListSerializer({"keys": signing.published_keys()}).data)

@@ -37,6 +37,7 @@ from incidents.models import (
     PipelineVersion,
 )
 from replays.engine import spec_hash
+from replays.models import ReplayExecution
 from tests.factories import HeartbeatFactory, UserFactory
 from traceflux import audit
 from traceflux.audit.models import AuditEvent
@@ -70,6 +71,11 @@ def world(admin_user, environments) -> dict[type[models.Model], models.Model]:
     incident = services.incident_open(ref="INC-2026-0226-001", title="Edge gateway 5xx burst", environment=prod,
                                       window_start=start, window_end=start + timedelta(minutes=4), actor=admin_user,
                                       source_agent=agent, deployment=deployment, service="edge-gw")
+    # Artifacts arrive through the upload API (tests/artifacts); a plain row is enough to render their pages.
+    artifact = Artifact.objects.create(
+        environment=prod, agent=agent, incident=incident, kind="incident_bundle", size=3, sha256="ab" * 32,
+        detected_type="tar.gz", captured_at=start, file="artifacts/sha256/ab/ab/" + "ab" * 32,
+    )
     return {
         Environment: prod,
         Agent: agent,
@@ -84,11 +90,10 @@ def world(admin_user, environments) -> dict[type[models.Model], models.Model]:
         Deployment: deployment,
         Incident: incident,
         IncidentNote: services.incident_note_add(incident=incident, author=admin_user, body=FIRST_NOTE),
-        # Artifacts arrive through the upload API (tests/artifacts); a plain row is enough to render their pages.
-        Artifact: Artifact.objects.create(
-            environment=prod, agent=agent, incident=incident, kind="incident_bundle", size=3, sha256="ab" * 32,
-            detected_type="tar.gz", captured_at=start, file="artifacts/sha256/ab/ab/" + "ab" * 32,
-        ),
+        Artifact: artifact,
+        # Replays run through replays.services (tests/replays); a plain row is enough to render their pages.
+        ReplayExecution: ReplayExecution.objects.create(incident=incident, environment=prod, artifact=artifact,
+                                                        pipeline_version=version, mode="dry_run"),
         ApprovalRequest: approval_request(subject=deployment, subject_kind="deployment", summary={},
                                           digest=deployment_digest(deployment), environment=prod,
                                           requested_by=admin_user, reason="roll out v2.14.3"),

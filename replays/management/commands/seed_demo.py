@@ -28,6 +28,7 @@ from incidents.demo import (
     seed_demo,
 )
 from incidents.models import Agent, Deployment, Environment, Heartbeat, Incident, PipelineVersion
+from replays.demo import seed_demo_replay
 
 CREATED_ORDER = ("users", "environments", "agents", "heartbeats", "pipeline versions", "deployments", "incidents",
                  "notes", "artifacts", "approval requests")
@@ -58,7 +59,14 @@ class Command(BaseCommand):
         except UploadRefused as exc:
             raise CommandError(f"the demo evidence was refused by the upload service: {exc.detail}") from exc
         pending, promotion = seed_pending_promotion()
+        replay = seed_demo_replay()
         self.stdout.write(self._summary(report, evidence, promotion))
+        if replay is not None:
+            replay.refresh_from_db()
+            self.stdout.write(
+                f"  Replay #{replay.pk} [{replay.status}]: dry run of {replay.incident.ref} under "
+                f"{replay.pipeline_version.label}, compared with {replay.compare_version}: /replays/{replay.pk}/"
+            )
         if pending is not None:
             self.stdout.write(
                 f"  Approval #{pending.pk} [{pending.status}]: {pending.subject} requested by "
