@@ -29,7 +29,7 @@ from artifacts.models import artifact_storage
 from incidents.models import PostureAction, PostureDecision
 from incidents.posture import posture_decision
 from incidents.selectors import visible_environments, visible_pipeline_versions
-from traceflux.audit.models import AuditEvent
+from traceflux.audit.selectors import events_for_targets
 from traceflux.statemachine import TransitionError
 
 from . import selectors, services
@@ -280,9 +280,7 @@ def _run_context(request: HttpRequest, execution: ReplayExecution, **forms: Any)
     svg = None
     if report:
         svg = timeline_svg(report.get("timeline"), incident_label=lambda key: incident_name(key, titles))
-    events = AuditEvent.objects.filter(
-        target_type=ReplayExecution._meta.label_lower, target_id=str(execution.pk)
-    ).order_by("seq")
+    events = events_for_targets(targets=[execution]).order_by("seq")
     summary = execution.summary or {}
     buttons = _buttons(user, execution, approval)
     approval_form = forms.get("approval_form") or ReasonForm(prefix="approval")
