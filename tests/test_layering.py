@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = "replays.engine"
 APPS = ("incidents", "artifacts", "approvals", "replays")
-PROJECT_LAYER = ("traceflux.urls", "traceflux.views")
+PROJECT_LAYER = ("traceflux.urls", "traceflux.views", "traceflux.explorer", "traceflux.ops")
 
 
 @dataclass(frozen=True)

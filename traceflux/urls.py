@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import explorer, ops, views
 
 admin.site.site_header = "TraceFlux console"
 admin.site.site_title = "TraceFlux"
@@ -15,6 +15,10 @@ admin.site.index_title = "Operator console"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
+    path("audit/", explorer.explorer, name="audit-explorer"),
+    path("incidents/", include("replays.incident_urls")),
     path("admin/", admin.site.urls),
     path("approvals/", include("approvals.urls")),
     path("replays/", include("replays.urls")),
