@@ -383,9 +383,11 @@ def child_main(spec: dict[str, Any]) -> int:
     from replays.engine.__main__ import main as engine_main
 
     argv = [
-        "--policy", spec["policy"], "--compare-policy", spec["compare"], "--signals", spec["signals"],
+        "--policy", spec["policy"], "--signals", spec["signals"],
         "--window", spec["window"], "--output", spec["output"], "--progress",
     ]
+    if spec.get("compare"):
+        argv += ["--compare-policy", spec["compare"]]
     profiler = None
     if spec.get("profile"):
         from pyinstrument import Profiler
@@ -429,6 +431,7 @@ def child_main(spec: dict[str, Any]) -> int:
 
 @dataclass
 class Replay:
+    compare: bool
     count: int
     seconds: float
     peak_rss: int
@@ -456,26 +459,29 @@ def _stages(events: list[dict[str, Any]], total: float) -> dict[str, float]:
             began, ended = at.get((replay, stage, "started")), at.get((replay, stage, "finished"))
             if began is not None and ended is not None:
                 stages[f"{replay}.{stage}"] = ended - began
-    marks = [at.get(("policy", "ingest", "started")), at.get(("compare", "ingest", "started")),
-             at.get(("compare", "aggregate", "finished"))]
-    if None not in marks:
-        first, second, last = marks
+    first = at.get(("policy", "ingest", "started"))
+    policy_done = at.get(("policy", "aggregate", "finished"))
+    second, last = at.get(("compare", "ingest", "started")), at.get(("compare", "aggregate", "finished"))
+    if first is not None and second is not None and last is not None:
         stages.update({"setup": first, "policy": second - first, "compare": last - second, "report": total - last})
+    elif first is not None and policy_done is not None:
+        stages.update({"setup": first, "policy": policy_done - first, "report": total - policy_done})
     return stages
 
 
-def full_replay(window: Window, work: Path, *, profile: bool = False) -> Replay:
-    """The whole pipeline in a child: read and replay under both demo policies, build and write the report."""
+def full_replay(window: Window, work: Path, *, profile: bool = False, compare: bool = False) -> Replay:
+    """The whole pipeline in a child: read and replay under the tightened demo policy (and, with `compare`, the
+    baseline as well, diffing the two), build and write the report."""
     from replays.engine.demo_policies import baseline_policy, tightened_policy
 
-    policy, compare = work / "tightened.json", work / "baseline.json"
+    policy, compare_path = work / "tightened.json", work / "baseline.json"
     policy.write_bytes(orjson.dumps(tightened_policy()))
-    compare.write_bytes(orjson.dumps(baseline_policy()))
+    compare_path.write_bytes(orjson.dumps(baseline_policy()))
     output = work / f"report-{window.count}.json"
     spec = {
         "signals": str(window.path),
         "policy": str(policy),
-        "compare": str(compare),
+        "compare": str(compare_path) if compare else None,
         "window": f"{WINDOW_START:%Y-%m-%dT%H:%M:%SZ}/{WINDOW_END:%Y-%m-%dT%H:%M:%SZ}",
         "output": str(output),
         "profile": profile,
@@ -497,6 +503,7 @@ def full_replay(window: Window, work: Path, *, profile: bool = False) -> Replay:
     output.unlink(missing_ok=True)
     summary = result["summary"] or {}
     return Replay(
+        compare=compare,
         count=window.count,
         seconds=result["seconds"],
         peak_rss=result["peak_rss"],
@@ -530,29 +537,38 @@ def window_row(rows: list[Row], window: Window) -> None:
                  f"{window.label_sets:,} label sets, {COPY_SHARE:.0%} copies; generated in {window.seconds:.1f} s"))
 
 
-def replay_rows(rows: list[Row], window: Window, replay: Replay, parse: float, reader: float, *, goals: bool) -> None:
+def replay_rows(rows: list[Row], window: Window, replay: Replay, parse: float, reader: float | None, *,
+                goals: bool) -> None:
+    """Rows of one full replay. The speed goal is judged on the single-policy replay (parse → report, as the issue
+    defines it); the replay with a compare policy does the work twice and diffs, and is shown for information."""
     name = count_name(window.count)
-    rows.append((f"orjson.loads per line, {name}", f"{parse:.2f} s",
-                 f"best of 3: {window.count / parse:,.0f} lines/s, {window.size / parse / MiB:,.0f} MiB/s"))
-    rows.append((f"  one SignalReader pass, {name}", f"{reader:.2f} s",
-                 f"{reader / parse:.2f}x orjson: the engine's parse and checks, in this process; the CLI reads the "
-                 "file 3 times"))
+    if reader is not None:
+        rows.append((f"orjson.loads per line, {name}", f"{parse:.2f} s",
+                     f"best of 3: {window.count / parse:,.0f} lines/s, {window.size / parse / MiB:,.0f} MiB/s"))
+        rows.append((f"  one SignalReader pass, {name}", f"{reader:.2f} s",
+                     f"{reader / parse:.2f}x orjson: the engine's parse and checks, in this process"))
     stats = replay.stats
     suppressed = stats.get("signals_suppressed", 0)
-    rows.append((f"full replay, {name}", f"{replay.seconds:.2f} s",
-                 f"{replay.rate:,.0f} signals/s; tightened vs baseline: {stats.get('signals_in', 0):,} in -> "
+    what = "tightened vs baseline (two replays + diffs)" if replay.compare else "tightened, one policy"
+    kind = "with compare" if replay.compare else "one policy"
+    rows.append((f"full replay, {name}, {kind}", f"{replay.seconds:.2f} s",
+                 f"{replay.rate:,.0f} signals/s; {what}: {stats.get('signals_in', 0):,} in -> "
                  f"{stats.get('incidents_formed', 0):,} incidents, {suppressed / max(1, window.count):.1%} suppressed, "
                  f"report {replay.report_size / 1024:,.0f} KiB"))
     stages = replay.stages
     if "report" in stages:
-        for label, what in (("policy", "tightened"), ("compare", "baseline")):
+        for label, policy in (("policy", "tightened"), ("compare", "baseline")):
+            if label not in stages:
+                continue
             parts = [stages[f"{label}.{stage}"] for stage in ("ingest", "correlate", "aggregate")]
-            rows.append((f"  {label} replay ({what})", f"{stages[label]:.2f} s",
+            rows.append((f"  {label} replay ({policy})", f"{stages[label]:.2f} s",
                          f"read+parse+ingest {parts[0]:.2f}, correlate {parts[1]:.2f}, aggregate {parts[2]:.2f}"))
         rows.append(("  report", f"{stages['report']:.2f} s",
-                     "third read of the file (timeline), diffs, canonical JSON, sha256, write"))
+                     "another read of the file (timeline), diffs, canonical JSON, sha256, write"))
     ratio = replay.seconds / parse
-    verdict = ("meets" if ratio <= SPEED_GOAL else "FAILS") if goals else "goal is judged at 1M"
+    judged = goals and not replay.compare
+    verdict = ("meets" if ratio <= SPEED_GOAL else "FAILS") if judged else "for information; the goal is judged " \
+        "on the one-policy replay at 1M"
     rows.append(("  ratio to orjson parse", f"{ratio:.2f}x",
                  f"goal <= {SPEED_GOAL:g}x ({SPEED_GOAL * parse:.2f} s here): {verdict}"))
     verdict = ("meets" if replay.peak_rss <= MEMORY_GOAL else "FAILS") if goals else "goal is judged at 1M"
@@ -595,8 +611,10 @@ def main() -> int:
         small_parse = orjson_parse(small.path)
         reader_s = reader_pass(small.path)
         small_replay = min((full_replay(small, work) for _ in range(2)), key=lambda r: r.seconds)
-        problems += small_replay.problems
+        small_compare = full_replay(small, work, compare=True)
+        problems += small_replay.problems + small_compare.problems
         replay_rows(rows, small, small_replay, small_parse, reader_s, goals=args.quick)
+        replay_rows(rows, small, small_compare, small_parse, None, goals=args.quick)
         small.path.unlink()
         if not args.quick:
             say(f"{BIG:,} signals: generating, parsing with orjson, one reader pass, one full replay (about a minute)")
@@ -605,8 +623,10 @@ def main() -> int:
             big_parse = orjson_parse(big.path)
             reader_s = reader_pass(big.path)
             big_replay = full_replay(big, work)
-            problems += big_replay.problems
+            big_compare = full_replay(big, work, compare=True)
+            problems += big_replay.problems + big_compare.problems
             replay_rows(rows, big, big_replay, big_parse, reader_s, goals=True)
+            replay_rows(rows, big, big_compare, big_parse, None, goals=True)
             rows.append(("scaling, signals/s 1M / 100k", f"{big_replay.rate / small_replay.rate:.2f}x",
                          f"{small_replay.rate:,.0f} -> {big_replay.rate:,.0f} signals/s: ~1 means linear "
                          f"(under 1: slower per signal at 1M)"))
