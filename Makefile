@@ -30,7 +30,7 @@ EMBEDDED := env -u TRACEFLUX_MODE -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_
 help:
 	@echo "make demo    serve the portal with demo data at http://$(DEMO_ADDR)/ (embedded SQLite, no services)"
 	@echo "make test    ruff, then the whole suite with pytest -n $(PYTEST_WORKERS) (CI=true: PostgreSQL, Redis, RabbitMQ)"
-	@echo "make bench   print audit, spec-hash and key-check figures, agent-API figures through gunicorn, replay-engine figures, then replay-pipeline figures through Celery workers (benchmarks/)"
+	@echo "make bench   print audit, spec-hash and key-check figures, agent-API figures through gunicorn, replay-engine figures, replay-pipeline figures through Celery workers, then audit-explorer figures over 1M events (benchmarks/)"
 	@echo "make lint    ruff check ."
 	@echo "make clean   remove caches and collected static files; make distclean also removes .venv and var/"
 
@@ -76,12 +76,14 @@ lint: $(DEV_STAMP)
 # run.py in process; agent_api.py through a real gunicorn on loopback (and PostgreSQL for heartbeats when it answers);
 # replay_engine.py: full replays of generated 100k and 1M-signal windows against orjson alone (about 2 minutes);
 # replay_pipeline.py: 50 dry runs of the demo window through 2 Celery workers on RabbitMQ and PostgreSQL (a database of
-# its own), or one "skipped: ..." line when either does not answer.
+# its own), or one "skipped: ..." line when either does not answer; audit_explorer.py: /audit/ pages over 1,000,000
+# seeded audit events on PostgreSQL (a database of its own), or one "skipped: ..." line.
 bench: $(RUNTIME_STAMP)
 	$(EMBEDDED) $(PY) benchmarks/run.py
 	$(EMBEDDED) $(PY) benchmarks/agent_api.py
 	$(EMBEDDED) $(PY) benchmarks/replay_engine.py
 	$(EMBEDDED) $(PY) benchmarks/replay_pipeline.py
+	$(EMBEDDED) $(PY) benchmarks/audit_explorer.py
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -96,8 +96,12 @@ class ApprovalRequestAdmin(ConsoleAdmin):
 
     @admin.display(description="approvals")
     def approvals(self, obj: ApprovalRequest) -> str:
-        count = obj.decisions.filter(decision=Decision.APPROVE).count()
+        count = sum(1 for decision in obj.decisions.all() if decision.decision == Decision.APPROVE)
         return f"{count}/{obj.required_approvals}"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The approvals column reads each row's decisions: one query for the whole page, not one per row.
+        return super().get_queryset(request).prefetch_related("decisions")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from incidents.admin import ConsolePaginator
 from incidents.selectors import visible_environments
 
 from .models import Artifact, artifact_storage
@@ -57,6 +58,8 @@ class ArtifactAdmin(SimpleHistoryAdmin):
     list_filter = ("kind", ("environment", VisibleEnvironmentFilter), "detected_type")
     search_fields = ("sha256", "incident__ref", "agent__name")
     date_hierarchy = "uploaded_at"
+    paginator = ConsolePaginator
+    show_full_result_count = False  # the second COUNT(*), over the unfiltered table, on every changelist page
     fields = (
         "sha256",
         "download_link",

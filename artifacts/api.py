@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from incidents.api.base import AgentAPIView
 from incidents.api.serializers import ErrorSerializer, RateLimitedSerializer
 from incidents.models import AgentScope
+from traceflux import metrics
 
 from . import services
 from .errors import UploadRefused
@@ -215,5 +216,6 @@ class ArtifactUploadView(AgentAPIView):
             raise UploadRefusedError(refusal) from None
         finally:
             self.upload.discard()
+        metrics.artifact_uploaded(kind=artifact.kind, size=artifact.size, duplicate=duplicate)
         body = ArtifactUploadResponseSerializer(artifact, context={"duplicate": duplicate}).data
         return Response(body, status=200 if duplicate else 201)

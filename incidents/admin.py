@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
-from django.db import models
+from django.core.paginator import Paginator
+from django.db import connections, models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -54,9 +57,6 @@ from .models import (
     posture_problems,
 )
 from .posture import posture_decision
-
-# How many refused requests in an hour make an agent worth escalating (the operator guide's escalation point).
-ESCALATE_AFTER_FAILURES = 10
 
 # The refusals a service raises on purpose. Anything else escaping an admin action is a bug and should be a 500.
 SERVICE_REFUSALS = (TransitionError, ValidationError, PermissionDenied)
@@ -248,6 +248,61 @@ def _apply_each(
         modeladmin.message_user(request, f"{description}: {', '.join(done)}", messages.SUCCESS)
 
 
+# --- changelists at scale: no COUNT(*) over a whole table --------------------------------------------------------
+
+
+def planner_estimate(rows: QuerySet) -> int | None:
+    """PostgreSQL's estimate of the rows in an unfiltered queryset's table (pg_class.reltuples, kept by autovacuum's
+    ANALYZE), read in one cheap query. None when there is none: another database, a filtered queryset, or a table
+    never analyzed (reltuples is -1 then)."""
+    connection = connections[rows.db]
+    if connection.vendor != "postgresql" or rows.query.where or rows.query.distinct or rows.query.combinator:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+            [connection.ops.quote_name(rows.model._meta.db_table)],
+        )
+        found = cursor.fetchone()
+    return int(found[0]) if found and found[0] is not None and found[0] >= 0 else None
+
+
+class ConsolePaginator(Paginator):
+    """The console changelists' count, which never reads a whole big table (Django's own runs COUNT(*) on every page).
+
+    A count is exact up to CAP rows, and costs at most CAP + 1 rows read whatever the table holds: the rows are counted
+    through `SELECT COUNT(*) FROM (… LIMIT CAP + 1)`. Beyond the cap:
+    - the unfiltered table on PostgreSQL is counted by the planner's estimate, and the page reads "about N";
+    - anything else (a search, a sidebar filter, or the environment narrowing every non-superuser gets) stops at the
+      cap, and the page reads "more than CAP": the pages past it are reached by narrowing the list.
+    """
+
+    CAP = 10_000
+
+    @cached_property
+    def _counted(self) -> tuple[int, bool]:
+        """(count, estimated)."""
+        rows = self.object_list
+        if not isinstance(rows, QuerySet):
+            return len(rows), False
+        estimate = planner_estimate(rows)
+        if estimate is not None and estimate > self.CAP:
+            return estimate, True
+        return rows.order_by()[: self.CAP + 1].count(), False
+
+    @cached_property
+    def count(self) -> int:
+        return self._counted[0]
+
+    @property
+    def estimated(self) -> bool:
+        return self._counted[1]
+
+    @property
+    def capped(self) -> bool:
+        return not self.estimated and self.count > self.CAP
+
+
 # --- the common base ---------------------------------------------------------------------------------------------
 
 
@@ -264,6 +319,8 @@ class ConsoleAdmin(EnvironmentScopedMixin, SimpleHistoryAdmin):
     change_fields: tuple[str, ...] = ()
     change_editable: tuple[str, ...] = ()
     editable_after_create = False
+    paginator = ConsolePaginator
+    show_full_result_count = False  # the second COUNT(*), over the unfiltered table, on every changelist page
 
     def get_fields(self, request: HttpRequest, obj: models.Model | None = None) -> list[str]:
         return list(self.add_fields if obj is None else self.change_fields)
@@ -491,7 +548,9 @@ class AgentAdmin(ConsoleAdmin):
         """The operator guide's escalation point: repeated 401, 403 or 429 answers to this agent."""
         counts = failure_counts(agent_id=obj.pk, minutes=60)
         cells = format_html_join(" · ", "{}: {}", ((code, counts[code]) for code in sorted(counts)))
-        if any(counts.values()) and sum(counts.values()) >= ESCALATE_AFTER_FAILURES:
+        # How many refused requests in an hour make an agent worth escalating: the same threshold as the incident
+        # investigation page's banner.
+        if any(counts.values()) and sum(counts.values()) >= settings.TRACEFLUX_ESCALATE_AUTH_FAILURES:
             return format_html("{} <strong>— repeated refusals: escalate</strong>", cells)
         return cells
 
@@ -647,10 +706,13 @@ class HeartbeatAdmin(EnvironmentScopedMixin, admin.ModelAdmin):
 
     environment_path = "agent__environment"
     list_display = ("received_at", "agent_link", "environment", "status", "version", "deployment_link")
-    list_filter = ("status", ("agent__environment", VisibleEnvironmentFilter))
+    # A date range filter, not date_hierarchy: its year links are a SELECT DISTINCT over the whole telemetry table.
+    list_filter = (
+        "status", ("agent__environment", VisibleEnvironmentFilter), ("received_at", admin.DateFieldListFilter),
+    )
     search_fields = ("agent__name", "version")
     list_select_related = ("agent__environment", "deployment__pipeline_version", "deployment__environment")
-    date_hierarchy = "received_at"
+    paginator = ConsolePaginator
     show_full_result_count = False  # COUNT(*) over a telemetry table on every page is the slow part
     readonly_fields = ("agent", "received_at", "status", "version", "deployment", "details")
 
@@ -967,7 +1029,7 @@ class IncidentAdmin(ConsoleAdmin):
     )
     change_fields = (
         "ref", "title", "severity", "status", "environment", "source_agent", "deployment", "service", "region", "pop",
-        "window_start", "window_end", "opened_by", "created_at", "status_changed_at",
+        "window_start", "window_end", "opened_by", "created_at", "status_changed_at", "investigation_page",
     )
     editable_after_create = True  # for the notes inline; every field above stays read-only
     inlines = [IncidentNoteInline]
@@ -1003,6 +1065,12 @@ class IncidentAdmin(ConsoleAdmin):
     @admin.display(description="deployment")
     def deployment_link(self, obj: Incident) -> str:
         return _link(obj.deployment)
+
+    @admin.display(description="investigation page")
+    def investigation_page(self, obj: Incident) -> str:
+        # By name: the page lives in replays, which this app may not import.
+        url = reverse("incidents-ui:investigate", args=[obj.url_key])
+        return format_html('<a href="{}" id="investigation-page">Investigate {}</a>', url, obj.ref)
 
     def create(self, request: HttpRequest, form: forms.ModelForm) -> Incident:
         data = form.cleaned_data

@@ -1,6 +1,7 @@
 """Per-minute counters of 401, 403 and 429 answers to agents, kept in the shared cache.
 
-A flood of bad requests must stay cheap: one cache increment each, no database write, no lock, no audit event.
+A flood of bad requests must stay cheap: two cache increments each (the caller's bucket and the all-callers bucket
+that /metrics reads), no database write, no lock, no audit event.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from django.core.cache import cache
 COUNTED = (401, 403, 429)
 BUCKET_SECONDS = 60
 RETENTION_MINUTES = 120
+ALL = "all"  # the subject that counts every answer, whoever it went to
 
 
 def _subject(*, agent_id: int | None, prefix: str | None) -> str:
@@ -31,7 +33,12 @@ def failure_record(
     if code not in COUNTED:
         return
     bucket = int((now if now is not None else time.time()) // BUCKET_SECONDS)
-    key = _key(_subject(agent_id=agent_id, prefix=prefix), code, bucket)
+    # The subject's bucket, and the bucket of every subject together (failure_totals, the /metrics gauge).
+    for subject in (_subject(agent_id=agent_id, prefix=prefix), ALL):
+        _increment(_key(subject, code, bucket))
+
+
+def _increment(key: str) -> None:
     # add() is a no-op when the key exists; incr() is atomic in Redis, so concurrent workers never lose a count.
     cache.add(key, 0, timeout=RETENTION_MINUTES * 60)
     try:
@@ -44,7 +51,15 @@ def failure_counts(
     *, agent_id: int | None = None, prefix: str | None = None, minutes: int = 60, now: float | None = None
 ) -> dict[int, int]:
     """How many 401, 403 and 429 answers in the last `minutes` minutes, by status code."""
-    subject = _subject(agent_id=agent_id, prefix=prefix)
+    return _counts(_subject(agent_id=agent_id, prefix=prefix), minutes=minutes, now=now)
+
+
+def failure_totals(*, minutes: int = 60, now: float | None = None) -> dict[int, int]:
+    """How many 401, 403 and 429 answers the agent API gave in the last `minutes` minutes, all callers together."""
+    return _counts(ALL, minutes=minutes, now=now)
+
+
+def _counts(subject: str, *, minutes: int, now: float | None) -> dict[int, int]:
     current = int((now if now is not None else time.time()) // BUCKET_SECONDS)
     buckets = range(current - min(minutes, RETENTION_MINUTES) + 1, current + 1)
     keys = {_key(subject, code, bucket): code for code in COUNTED for bucket in buckets}

@@ -492,6 +492,15 @@ class Incident(models.Model):
     def audit_environment(self) -> str:
         return self.environment.slug
 
+    @property
+    def url_key(self) -> str:
+        """How a URL names this incident (/incidents/<key>/): its ref, or its id when the ref would be read as an id
+        or could not be one path segment."""
+        ref = self.ref
+        if not ref or "/" in ref or ref in (".", "..") or (ref.isascii() and ref.isdigit()):
+            return str(self.pk)
+        return ref
+
 
 class IncidentNote(models.Model):
     """One entry in an incident's journal. Append-only: notes are added, never edited."""

@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from artifacts.models import Artifact
-from incidents.models import Environment, PipelineVersion
+from incidents.models import Environment, IncidentStatus, PipelineVersion
 
 from .models import ReplayMode, ReplayStatus
 
@@ -188,3 +188,32 @@ class HistoryFilterForm(forms.Form):
         if data.get("who"):
             replays = replays.filter(triggered_by__username=data["who"].strip())
         return replays
+
+
+class IncidentTransitionForm(ReasonForm):
+    """One lifecycle move of an incident, with its reason. The page shows one per allowed status; `auto_id` keeps
+    their element ids apart while the field names stay the same."""
+
+    to = forms.ChoiceField(choices=IncidentStatus.choices, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, required_message="a status change needs a reason", **kwargs)
+
+
+class IncidentNoteForm(forms.Form):
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 70}), max_length=10000, label="Note",
+                           error_messages={"required": "a note cannot be empty"})
+
+    def clean_body(self) -> str:
+        body = self.cleaned_data["body"].strip()
+        if not body:
+            raise forms.ValidationError("a note cannot be empty")
+        return body
+
+    def add_service_error(self, error: ValidationError) -> None:
+        messages: Mapping[str, list[str]] = (
+            error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
+        )
+        for key, values in messages.items():
+            for message in values:
+                self.add_error("body" if key == "body" else None, message)

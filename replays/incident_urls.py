@@ -1,4 +1,4 @@
-"""The incident investigation page, mounted at /incidents/ (built with the operator-surfaces issue)."""
+"""The incident investigation page, mounted at /incidents/: the page, its lifecycle moves and its journal."""
 
 from __future__ import annotations
 
@@ -10,4 +10,6 @@ app_name = "incidents-ui"
 
 urlpatterns = [
     path("<str:key>/", incident_views.investigate, name="investigate"),
+    path("<str:key>/transition/", incident_views.transition, name="transition"),
+    path("<str:key>/notes/", incident_views.add_note, name="add_note"),
 ]

@@ -9,7 +9,7 @@ nothing is queued for it. Views, the API, the admin and the tasks call these and
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -38,6 +38,7 @@ from traceflux.statemachine import TransitionError, transition
 
 from .controls import InputProblem, action_plan, clean_controls, clean_scope, clean_window
 from .models import REPLAY_TRANSITIONS, ReplayExecution, ReplayMode, ReplayStatus
+from .signals import replay_finished
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ def resolve_pipeline_version(*, spec_hash_value: str) -> PipelineVersion | None:
     if not spec_hash_value:
         return None
     return PipelineVersion.objects.filter(spec_hash=spec_hash_value).first()
+
+
+def resolve_pipeline_versions(*, spec_hashes: Iterable[str]) -> dict[str, PipelineVersion]:
+    """resolve_pipeline_version for many hashes in one query: {spec_hash: version} for the hashes the portal knows."""
+    wanted = {value for value in spec_hashes if value}
+    if not wanted:
+        return {}
+    return {version.spec_hash: version for version in PipelineVersion.objects.filter(spec_hash__in=wanted)}
 
 
 def _move(execution: ReplayExecution, *, new: str, actor: Any = None, reason: str = "", **extra: Any) -> None:
@@ -480,6 +489,7 @@ def _finish(execution: ReplayExecution, *, new: str, reason: str, action: str, d
                      data={"mode": execution.mode, "incident": execution.incident.ref, **(data or {})})
         if new in (ReplayStatus.SUCCEEDED, ReplayStatus.FAILED):
             _journal(execution)
+        transaction.on_commit(partial(replay_finished.send, sender=ReplayExecution, execution=execution))
     return execution
 
 
@@ -790,6 +800,7 @@ def replay_cancel(*, execution: ReplayExecution, actor: Any, reason: str) -> Rep
         audit.record(actor=actor, action="replay.cancelled", target=execution, reason=reason,
                      data={"mode": execution.mode})
         _restore_approval(execution, reason=f"replay #{execution.pk} was cancelled: {reason}")
+        transaction.on_commit(partial(replay_finished.send, sender=ReplayExecution, execution=execution))
     return execution
 
 

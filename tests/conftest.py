@@ -132,6 +132,12 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _audit_anchor_file(settings, tmp_path_factory):
+    """audit_verify reads the anchor file: each test gets its own, not yet written, never the one under var/."""
+    settings.TRACEFLUX_AUDIT_ANCHOR_FILE = tmp_path_factory.mktemp("anchor") / "anchors.jsonl"
+
+
 # --- the agent API -----------------------------------------------------------------------------------------------
 
 
@@ -151,6 +157,14 @@ def _clear_cache():
     clear()
     yield
     clear()
+
+
+@pytest.fixture
+def artifact_store(settings, tmp_path):
+    """A MEDIA_ROOT of the test's own, for tests that upload artifacts or store replay reports."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = None
 
 
 @pytest.fixture

@@ -115,6 +115,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "traceflux.metrics.ResponseMetricsMiddleware",  # first: counts every response, the other middleware's included
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "traceflux.audit.middleware.RequestContextMiddleware",
@@ -236,6 +237,11 @@ AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY", _derived_key("traceflux.audit.chain")
 AGENT_KEY_HMAC_KEY = env_str("AGENT_KEY_HMAC_KEY", _derived_key("traceflux.agent-keys"))
 ENROLLMENT_TOKEN_HMAC_KEY = env_str("ENROLLMENT_TOKEN_HMAC_KEY", _derived_key("traceflux.enrollment-tokens"))
 USER_TOKEN_HMAC_KEY = env_str("USER_TOKEN_HMAC_KEY", _derived_key("traceflux.user-tokens"))
+# The chain head is appended here (JSON lines, append-only) by the beat task traceflux.tasks.anchor_audit_chain and by
+# `manage.py audit_anchor`; audit_verify checks the chain against the latest line. Outside the database on purpose:
+# in production put it where the database's users cannot write, and where workers and audit_verify all see it.
+TRACEFLUX_AUDIT_ANCHOR_FILE = Path(env_str("TRACEFLUX_AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit" / "anchors.jsonl")))
+TRACEFLUX_AUDIT_ANCHOR_INTERVAL = env_int("TRACEFLUX_AUDIT_ANCHOR_INTERVAL_SECONDS", 60, minimum=10)
 
 # --- signing keys (traceflux.signing) ----------------------------------------------------------------------------
 
@@ -305,6 +311,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": timedelta(minutes=1),
     },
     "replays.reap": {"task": "replays.tasks.reap", "schedule": timedelta(minutes=1)},
+    # The audit explorer shows the newest result as the chain's status (traceflux.audit.tasks.verify_chain).
+    "audit.verify_chain": {"task": "traceflux.audit.tasks.verify_chain", "schedule": timedelta(hours=6)},
+    # Appends the chain head to TRACEFLUX_AUDIT_ANCHOR_FILE when it moved; a run no worker took in time is dropped.
+    "audit.anchor_chain": {
+        "task": "traceflux.tasks.anchor_audit_chain",
+        "schedule": timedelta(seconds=TRACEFLUX_AUDIT_ANCHOR_INTERVAL),
+        "options": {"expires": TRACEFLUX_AUDIT_ANCHOR_INTERVAL},
+    },
 }
 # Project-level tasks (traceflux is not an installed app, so autodiscovery does not find them).
 CELERY_IMPORTS = ["traceflux.tasks"]
@@ -357,6 +371,12 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# --- operations endpoints (traceflux.ops) ------------------------------------------------------------------------
+
+# /metrics needs `Authorization: Bearer <this>` when it is set. Unset, /metrics is open in the embedded mode and
+# refused (403) in production. Under several gunicorn workers also set PROMETHEUS_MULTIPROC_DIR (docs/operations.md).
+TRACEFLUX_METRICS_TOKEN = env_str("TRACEFLUX_METRICS_TOKEN")
+
 # --- product settings --------------------------------------------------------------------------------------------
 
 # Resolves which environments' audit events a non-superuser may browse (the audit layer imports no app).
@@ -373,6 +393,9 @@ TRACEFLUX_BREAK_GLASS_TTL = timedelta(minutes=15)
 TRACEFLUX_HEARTBEAT_RETENTION = timedelta(days=env_int("TRACEFLUX_HEARTBEAT_RETENTION_DAYS", 14, minimum=1))
 # An agent whose last heartbeat is older than this (or that never sent one) is stale.
 TRACEFLUX_AGENT_STALE_AFTER = timedelta(seconds=env_int("TRACEFLUX_AGENT_STALE_AFTER_SECONDS", 300, minimum=10))
+# An agent that received at least this many 401, 403 and 429 answers in the last hour (incidents.failures) is an
+# escalation point: the incident investigation page shows a banner, the agent's console page says "escalate".
+TRACEFLUX_ESCALATE_AUTH_FAILURES = env_int("TRACEFLUX_ESCALATE_AUTH_FAILURES", 10, minimum=1)
 # How long a delivered command stays leased to its agent before an unacknowledged one is offered again.
 TRACEFLUX_COMMAND_LEASE = timedelta(seconds=env_int("TRACEFLUX_COMMAND_LEASE_SECONDS", 60, minimum=5))
 # Replay executions (replays.tasks.run_replay on the `replays` queue; replays.services.replay_reap as a beat task).

@@ -3,32 +3,64 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from approvals.selectors import visible_requests
+from approvals.selectors import pending_for, visible_requests
 from incidents import selectors
+from incidents.models import Incident, IncidentStatus
+from replays.models import ReplayStatus
+from replays.selectors import visible_replays
+from traceflux.audit.models import Outcome
 from traceflux.audit.selectors import visible_audit_events
+
+OPEN_INCIDENTS_SHOWN = 50
+LIST_SHOWN = 10
+AGENTS_SHOWN = 20
 
 
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    environments = selectors.environments_with_decisions(user=request.user)
+    """What needs attention now, in the environments the user may see: each list is one bounded query."""
+    user = request.user
+    environments = selectors.environments_with_decisions(user=user)
+    open_incidents = selectors.visible_incidents(user=user).exclude(status=IncidentStatus.RESOLVED)
+    open_counts = {
+        row["environment__slug"]: row["count"]
+        for row in open_incidents.order_by().values("environment__slug").annotate(count=Count("pk"))
+    }
+    by_environment: dict[str, list[Incident]] = {}
+    for incident in open_incidents.order_by("-window_start", "-pk")[:OPEN_INCIDENTS_SHOWN]:
+        by_environment.setdefault(incident.environment.slug, []).append(incident)
+    events = visible_audit_events(
+        environment_slugs=[env.slug for env, _ in environments], include_global=user.is_superuser
+    )
+    replays = visible_replays(user=user)
     context = {
         "environments": environments,
-        "incidents": selectors.visible_incidents(user=request.user).exclude(status="resolved")[:10],
-        "agents": selectors.visible_agents(user=request.user)[:20],
-        "deployments": selectors.visible_deployments(user=request.user)[:10],
+        "incidents_by_environment": [
+            (slug, open_counts.get(slug, len(rows)), rows) for slug, rows in sorted(by_environment.items())
+        ],
+        "open_incident_total": sum(open_counts.values()),
+        "my_approvals": pending_for(user=user)[:LIST_SHOWN],
+        "recent_replays": replays.order_by("-created_at", "-pk")[:LIST_SHOWN],
+        "stale_agents": selectors.visible_agents(user=user).filter(enabled=True).stale().order_by(
+            F("last_seen_at").asc(nulls_first=True), "name"
+        )[:AGENTS_SHOWN],
+        "rejected_replays": replays.filter(status=ReplayStatus.REJECTED).order_by("-created_at", "-pk")[:LIST_SHOWN],
+        # replay.rejected events are the rejected replays above: the rest are the other refusals.
+        "denied_events": events.filter(outcome=Outcome.DENIED).exclude(action="replay.rejected")[:LIST_SHOWN],
+        "agents": selectors.visible_agents(user=user)[:AGENTS_SHOWN],
+        "deployments": selectors.visible_deployments(user=user)[:LIST_SHOWN],
         # Break-glass stands in for a quorum: it must be impossible to miss, so it leads the page.
-        "break_glass": visible_requests(user=request.user)
+        "break_glass": visible_requests(user=user)
         .filter(break_glass=True)
         .select_related("environment", "break_glass_by")
-        .order_by("-break_glass_at")[:10],
-        "audit_events": visible_audit_events(
-            environment_slugs=[env.slug for env, _ in environments], include_global=request.user.is_superuser
-        )[:15],
+        .order_by("-break_glass_at")[:LIST_SHOWN],
+        "audit_events": events[:15],
     }
     return render(request, "traceflux/dashboard.html", context)
 

@@ -126,3 +126,13 @@ def test_it_fails_an_execute_when_a_command_expires(dev, operator, django_captur
     execution.refresh_from_db()
     assert execution.status == ReplayStatus.FAILED
     assert "expired" in execution.error
+
+
+def test_it_observes_the_duration_of_a_finished_replay_for_metrics(dev, operator, django_capture_on_commit_callbacks):
+    from prometheus_client import REGISTRY
+
+    labels = {"mode": "dry_run", "status": "succeeded"}
+    before = REGISTRY.get_sample_value("traceflux_replay_duration_seconds_count", labels) or 0.0
+    execution = run_dry_run(dev, operator, django_capture_on_commit_callbacks)
+    assert execution.status == ReplayStatus.SUCCEEDED
+    assert REGISTRY.get_sample_value("traceflux_replay_duration_seconds_count", labels) == before + 1

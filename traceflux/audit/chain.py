@@ -59,6 +59,7 @@ class Verification:
     count: int
     broken_seq: int | None = None
     problem: str = ""
+    anchor: str = ""  # what the check against the latest anchor found (traceflux.audit.anchor); "" when not checked
 
 
 def verify(events: Iterable[Any], head: Any | None) -> Verification:

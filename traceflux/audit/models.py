@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 class AuditLogImmutable(Exception):
@@ -43,11 +44,11 @@ class AuditEvent(models.Model):
     actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
     actor_id = models.CharField(max_length=64, blank=True)
     actor_name = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=80, db_index=True)
+    action = models.CharField(max_length=80)
     target_type = models.CharField(max_length=100, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_repr = models.CharField(max_length=200, blank=True)
-    environment = models.CharField(max_length=64, blank=True, db_index=True)
+    environment = models.CharField(max_length=64, blank=True)
     outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.SUCCESS)
     reason = models.TextField(blank=True)
     request_id = models.CharField(max_length=64, blank=True)
@@ -60,7 +61,17 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
-        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+        # One index per filter of the audit explorer, each ending in -seq, so that a filtered page newest first is one
+        # ordered range scan (`WHERE action = … AND seq < … ORDER BY seq DESC LIMIT 51`), never a sort of every match.
+        # They also serve plain equality on their first column, so action and environment need no index of their own.
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
+            models.Index(fields=["environment", "-seq"], name="audit_env_seq_idx"),
+            models.Index(fields=["action", "-seq"], name="audit_action_seq_idx"),
+            models.Index(fields=["actor_name", "-seq"], name="audit_actor_seq_idx"),
+            models.Index(fields=["target_type", "-seq"], name="audit_ttype_seq_idx"),
+            models.Index(fields=["outcome", "-seq"], name="audit_outcome_seq_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.target_repr}".strip()
@@ -84,3 +95,21 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head at #{self.seq}"
+
+
+class AuditVerification(models.Model):
+    """One run of `audit_verify()` and what it found: the explorer shows the newest as the chain's status."""
+
+    at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    count = models.PositiveBigIntegerField(help_text="Events verified before the first problem (all of them when ok).")
+    first_bad_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+    source = models.CharField(max_length=20, blank=True, help_text="command, task or explorer")
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        state = "intact" if self.ok else f"broken at #{self.first_bad_seq}"
+        return f"audit chain {state} ({self.count} events) at {self.at:%Y-%m-%d %H:%M:%S}"
