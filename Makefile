@@ -15,6 +15,8 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 DEMO_ADDR ?= 127.0.0.1:8000
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+STRESS_SECONDS ?= 60
+STRESS_ARGS ?=
 
 # The services `CI=true make test` runs against unless the caller already chose others.
 CI_DATABASE_URL := postgres://postgres@127.0.0.1:5432/traceflux
@@ -25,12 +27,13 @@ CI_BROKER_URL := amqp://guest:guest@127.0.0.1:5672//
 EMBEDDED := env -u TRACEFLUX_MODE -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint bench clean distclean
+.PHONY: help venv demo test lint bench stress clean distclean
 
 help:
 	@echo "make demo    serve the portal with demo data at http://$(DEMO_ADDR)/ (embedded SQLite, no services)"
 	@echo "make test    ruff, then the whole suite with pytest -n $(PYTEST_WORKERS) (CI=true: PostgreSQL, Redis, RabbitMQ)"
 	@echo "make bench   print audit, spec-hash and key-check figures, agent-API figures through gunicorn, replay-engine figures, replay-pipeline figures through Celery workers, then audit-explorer figures over 1M events (benchmarks/)"
+	@echo "make stress  20 agents over their rate limits against gunicorn in production mode for STRESS_SECONDS=$(STRESS_SECONDS) s, invariants checked, then pytest -m faults; one summary table"
 	@echo "make lint    ruff check ."
 	@echo "make clean   remove caches and collected static files; make distclean also removes .venv and var/"
 
@@ -84,6 +87,19 @@ bench: $(RUNTIME_STAMP)
 	$(EMBEDDED) $(PY) benchmarks/replay_engine.py
 	$(EMBEDDED) $(PY) benchmarks/replay_pipeline.py
 	$(EMBEDDED) $(PY) benchmarks/audit_explorer.py
+
+# benchmarks/stress.py: 20 agents over their rate limits for STRESS_SECONDS against gunicorn in production mode (a
+# PostgreSQL database and a Redis key prefix of its own), checking that every answer is 2xx or 429 + Retry-After and
+# that every bundle is stored once, reads back and lands; then the fault tests (pytest -m faults, one at a time) on
+# the CI services. One summary table; non-zero exit when an invariant or a fault test fails. Extra options of
+# stress.py go in STRESS_ARGS (e.g. STRESS_ARGS=--no-faults).
+stress: $(DEV_STAMP)
+	@export CI=true; \
+	export DATABASE_URL="$${DATABASE_URL:-$(CI_DATABASE_URL)}"; \
+	export REDIS_URL="$${REDIS_URL:-$(CI_REDIS_URL)}"; \
+	export TRACEFLUX_TEST_BROKER_URL="$${TRACEFLUX_TEST_BROKER_URL:-$(CI_BROKER_URL)}"; \
+	echo "$(PY) benchmarks/stress.py --seconds $(STRESS_SECONDS) $(STRESS_ARGS)"; \
+	$(PY) benchmarks/stress.py --seconds $(STRESS_SECONDS) $(STRESS_ARGS)
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -15,11 +15,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import serializers, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from incidents.api.base import SafeJSONParser
 from incidents.api.serializers import ErrorSerializer, ValidationErrorSerializer
 
 from . import services
@@ -122,7 +124,12 @@ _DECIDE_ERRORS = {
         operation_id="approvals_list",
         summary="Approval requests you may see, newest first",
         tags=TAGS,
-        responses={200: ApprovalRequestSerializer(many=True), 400: ValidationErrorSerializer, 401: _401},
+        responses={
+            200: ApprovalRequestSerializer(many=True),
+            400: ValidationErrorSerializer,
+            401: _401,
+            404: OpenApiResponse(ErrorSerializer, description="No such page: `page` is past the last or not a number."),
+        },
     ),
     retrieve=extend_schema(
         operation_id="approvals_retrieve",
@@ -134,6 +141,7 @@ _DECIDE_ERRORS = {
 class ApprovalRequestViewSet(viewsets.ReadOnlyModelViewSet):
     authentication_classes = [UserTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
+    parser_classes = [SafeJSONParser, FormParser, MultiPartParser]  # DRF's defaults, with a depth-safe JSON parser
     renderer_classes = [JSONRenderer]
     serializer_class = ApprovalRequestSerializer
     filterset_class = ApprovalRequestFilterSet

@@ -21,9 +21,6 @@ import io
 import json
 import os
 import random
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,12 +31,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
+from harness import (
+    Server,
+    create_agents,
+    load_average,
+    migrate,
+    percentile,
+    postgres_create,
+    postgres_drop,
+    redacted,
+    say,
+)
 from run import Row, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 MiB = 1024 * 1024
 
 # Variables that would point the server or the in-process Django elsewhere than the throw-away database.
@@ -61,21 +67,6 @@ ENVIRONMENT, AGENT, AGENT_VERSION = "bench", "bench-agent", "1.0.0"
 SEED = 20260226
 BUNDLE_REF = "INC-2026-0226-001"
 
-# Run with the server's environment (`python -c`): an environment, an agent and an every-scope key, through the
-# services. Prints the key on its last line.
-SETUP_SNIPPET = f"""
-import django
-django.setup()
-from incidents import services
-from traceflux.audit import AuditActor
-actor = AuditActor(kind="system", id="bench", name="benchmark")
-environment = services.environment_create(slug={ENVIRONMENT!r}, name="Benchmark", actor=None)
-agent = services.agent_create(environment=environment, name={AGENT!r}, hostname="bench.invalid", actor=actor,
-                              version={AGENT_VERSION!r}, region="us-east-1", pop="POP-12", services=["edge-gw"])
-_, key = services.agent_key_create(agent=agent, actor=actor)
-print(key)
-"""
-
 
 METHOD = """\
 Method:
@@ -92,10 +83,6 @@ Method:
 - worker memory: VmHWM in /proc/<pid>/status of each gunicorn worker, reset to VmRSS just before the upload.
 - load: closed loops of http.client threads in this process, which shares the CPUs with the server; gunicorn's
   sync worker closes the connection after every answer, so every request is a new loopback connection."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def mib(size: float) -> str:
@@ -234,20 +221,6 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                found.append(int(entry))
-    return sorted(found)
-
-
 def id_set_bytes(count: int, id_length: int) -> int:
     """What the SignalReader's id set (replays.engine.idset.IdSet: 64-bit digests) holds for `count` distinct ids."""
     from replays.engine.idset import IdSet
@@ -260,12 +233,6 @@ def id_set_bytes(count: int, id_length: int) -> int:
 
 
 # --- the server ----------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_env(base: dict[str, str], *, var_dir: Path, database_url: str | None = None) -> dict[str, str]:
@@ -281,80 +248,11 @@ def server_env(base: dict[str, str], *, var_dir: Path, database_url: str | None 
 
 def prepare_database(env: dict[str, str]) -> str:
     """Migrate, create the environment, agent and key; return the key."""
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    done = subprocess.run([sys.executable, "-c", SETUP_SNIPPET], cwd=ROOT, env=env, check=True, capture_output=True,
-                          text=True)
-    return done.stdout.strip().splitlines()[-1]
-
-
-class Server:
-    """gunicorn traceflux.wsgi, 2 sync workers, on a free loopback port; its own process group, stopped on exit."""
-
-    def __init__(self, env: dict[str, str], log: Path, workers: int = 2) -> None:
-        self.port = free_port()
-        self.log_path = log
-        self.workers = workers
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "traceflux.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(workers),
-             "--worker-class", "sync", "--chdir", str(ROOT)],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                conn.close()
-                if len(self.worker_pids()) >= self.workers:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer within {timeout:g} s:\n{self.log_tail()}")
-
-    def worker_pids(self) -> list[int]:
-        return children(self.process.pid)
-
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def problems(self) -> list[str]:
-        """Lines of gunicorn's log that mean something went wrong: tracebacks, worker timeouts, 5xx logged by Django."""
-        self._log.flush()
-        markers = ("Traceback", "WORKER TIMEOUT", "Internal Server Error", "Worker was sent", "ERROR")
-        return [line for line in self.log_path.read_text(errors="replace").splitlines()
-                if any(marker in line for marker in markers)]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            except ProcessLookupError:
-                pass
-        self._log.close()
-
-    def __enter__(self) -> Server:
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    migrate(env)
+    keys = create_agents(env, environment={"slug": ENVIRONMENT, "name": "Benchmark"},
+                         agents=[{"name": AGENT, "hostname": "bench.invalid", "version": AGENT_VERSION,
+                                  "region": "us-east-1", "pop": "POP-12", "services": ["edge-gw"]}])
+    return keys[AGENT]
 
 
 # --- clients -------------------------------------------------------------------------------------------------------
@@ -433,8 +331,7 @@ class Load:
         return ", ".join(parts)
 
     def percentile(self, share: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+        return percentile(self.latencies, share)
 
 
 def drive(port: int, path: str, body: bytes, headers: dict[str, str], *, clients: int, seconds: float,
@@ -601,11 +498,6 @@ def settle() -> None:
     os.sync()
 
 
-def load_average() -> str:
-    with open("/proc/loadavg") as handle:
-        return " ".join(handle.read().split()[:3])
-
-
 def heartbeat_body() -> bytes:
     return json.dumps({"status": "ok", "version": AGENT_VERSION, "details": {"queue_depth": 12}}).encode()
 
@@ -642,50 +534,6 @@ def load_rows(rows: list[Row], label: str, heartbeats: Load, noop: Load, *, clie
             for status, text in sorted(load.first_bad.items()):
                 trouble.append(f"  first {status} body: {text}")
     return trouble
-
-
-# --- PostgreSQL ----------------------------------------------------------------------------------------------------
-
-
-def postgres_parts(url: str) -> tuple[list[str], str]:
-    """(createdb/dropdb connection arguments, database name) for a postgres:// URL."""
-    parts = urlsplit(url)
-    args = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432), "-U", parts.username or "postgres"]
-    return args, parts.path.lstrip("/")
-
-
-def postgres_create(url: str, env: dict[str, str]) -> str | None:
-    """Create the benchmark's database; None when done, else why PostgreSQL is skipped."""
-    if shutil.which("createdb") is None:
-        return "createdb is not installed"
-    args, name = postgres_parts(url)
-    parts = urlsplit(url)
-    if parts.password:
-        env = {**env, "PGPASSWORD": parts.password}
-    made = subprocess.run(["createdb", *args, name], env=env, capture_output=True, text=True, timeout=30)
-    if made.returncode != 0 and "already exists" in made.stderr:
-        say(f"  database {name} already exists (left by an interrupted run?): dropping and re-creating it")
-        subprocess.run(["dropdb", "--force", *args, name], env=env, capture_output=True, timeout=30)
-        made = subprocess.run(["createdb", *args, name], env=env, capture_output=True, text=True, timeout=30)
-    if made.returncode != 0:
-        return made.stderr.strip() or f"createdb exited with {made.returncode}"
-    return None
-
-
-def postgres_drop(url: str, env: dict[str, str]) -> None:
-    args, name = postgres_parts(url)
-    parts = urlsplit(url)
-    if parts.password:
-        env = {**env, "PGPASSWORD": parts.password}
-    subprocess.run(["dropdb", "--force", "--if-exists", *args, name], env=env, capture_output=True, timeout=30)
-
-
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 # --- main ----------------------------------------------------------------------------------------------------------

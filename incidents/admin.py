@@ -374,6 +374,17 @@ class ConsoleAdmin(EnvironmentScopedMixin, SimpleHistoryAdmin):
         """Nothing editable by default: read-only fields never reach the form, so there is nothing to write."""
 
 
+class ShownOnce(str):
+    """A plaintext secret for a template: str() is the secret, repr() hides it. A template context is dumped whole by
+    repr() in places: a variable that fails to resolve is logged at DEBUG by django.template with the context in the
+    exception, and the debug 500 page lists it. The page still shows the secret; those never do."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<secret shown once: not repeated here>'"
+
+
 class ShowSecretOnceMixin:
     """Answers an add form that created a secret (a key, a token) with a page showing it, this once.
 
@@ -396,9 +407,10 @@ class ShowSecretOnceMixin:
         context = {
             **self.admin_site.each_context(request),  # type: ignore[attr-defined]
             "title": f"{self.issued_noun} {obj.prefix} issued",
+            "subtitle": None,  # read by admin/base_site.html: every variable it reads is set, none fails to resolve
             "opts": self.opts,  # type: ignore[attr-defined]
             self.issued_object_name: obj,
-            "plaintext": plaintext,
+            "plaintext": ShownOnce(plaintext),
         }
         return TemplateResponse(request, self.issued_template, context)
 

@@ -292,6 +292,8 @@ def alertmanager_silences_parse(text: str) -> list[Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"line {exc.lineno}, column {exc.colno}: not JSON: {exc.msg}") from exc
+    except RecursionError:
+        raise ValueError("not JSON this portal can read: nested too deeply") from None
     if isinstance(data, dict):  # one silence, as POST /api/v2/silences takes it
         return [data]
     if not isinstance(data, list):

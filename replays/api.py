@@ -32,10 +32,8 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import ParseError
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -44,7 +42,7 @@ from rest_framework.response import Response
 from approvals.tokens import UserTokenAuthentication
 from artifacts.models import Artifact, artifact_storage
 from artifacts.selectors import visible_artifacts
-from incidents.api.base import JSONBodyMixin
+from incidents.api.base import JSONBodyMixin, SafeJSONParser
 from incidents.api.serializers import ErrorSerializer, ValidationErrorSerializer
 from incidents.models import Command, PipelineVersion
 from incidents.selectors import visible_pipeline_versions
@@ -61,16 +59,6 @@ MAX_NESTING = 4  # scope and controls are flat objects (controls.disabled_action
 
 
 # --- request bodies ------------------------------------------------------------------------------------------------
-
-
-class SafeJSONParser(JSONParser):
-    """DRF's JSON parser, but a body nested too deeply for Python's parser is a 400 rather than a RecursionError."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError("JSON parse error - the document is nested too deeply") from None
 
 
 def _check_plain(value: Any) -> None:
@@ -495,7 +483,12 @@ _CREATE_EXAMPLES = [
         operation_id="replays_list",
         summary="Replays you may see, newest first",
         tags=TAGS,
-        responses={200: ReplayListSerializer(many=True), 400: _400, 401: _401},
+        responses={
+            200: ReplayListSerializer(many=True),
+            400: _400,
+            401: _401,
+            404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
+        },
     ),
     retrieve=extend_schema(
         operation_id="replays_retrieve",

@@ -511,9 +511,20 @@ def replay_fail(*, execution: ReplayExecution, error: str) -> ReplayExecution | 
 
 
 def _store(name: str, data: bytes) -> str:
+    """Write content-addressed bytes once. A file already at the name with other bytes is the first part of an
+    earlier write cut short (a worker killed while writing: the filesystem storage writes in place), so it is replaced
+    rather than taken for the finished file."""
     storage = artifact_storage()
-    if not storage.exists(name):
-        storage.save(name, ContentFile(data))
+    if storage.exists(name):
+        if storage.size(name) == len(data):
+            with storage.open(name, "rb") as stored:
+                if stored.read() == data:
+                    return name
+        log.warning("replacing %s: the stored file is not the bytes named (a write cut short)", name)
+        storage.delete(name)
+    stored_as = storage.save(name, ContentFile(data))
+    if stored_as != name:  # written meanwhile by a concurrent run: the same bytes, keep the canonical name only
+        storage.delete(stored_as)
     return name
 
 

@@ -161,10 +161,27 @@ def _clear_cache():
 
 @pytest.fixture
 def artifact_store(settings, tmp_path):
-    """A MEDIA_ROOT of the test's own, for tests that upload artifacts or store replay reports."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
+    """A MEDIA_ROOT of the test's own, for tests that upload artifacts or store replay reports; it can be walked
+    for leftovers."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
     settings.FILE_UPLOAD_TEMP_DIR = None
+    return root
+
+
+@pytest.fixture
+def signing_key_file(settings, tmp_path):
+    """Executes sign their commands: the test signs with its own key file (the embedded default lives under var/)."""
+    from traceflux.signing import signing_keys_reset, write_private_key
+
+    path = tmp_path / "signing" / "ed25519.pem"
+    path.parent.mkdir()
+    write_private_key(path)
+    settings.TRACEFLUX_SIGNING_KEY_FILES = [str(path)]
+    signing_keys_reset()
+    yield path
+    signing_keys_reset()
 
 
 @pytest.fixture

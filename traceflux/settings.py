@@ -194,6 +194,9 @@ TRACEFLUX_RATE_LIMITS = {
     "commands": env_str("TRACEFLUX_RATE_COMMANDS", "120/m"),
     "enroll": env_str("TRACEFLUX_RATE_ENROLL", "10/m"),
     "signing_keys": env_str("TRACEFLUX_RATE_SIGNING_KEYS", "60/m"),
+    # Sign-in attempts on the console's login page (traceflux.login), per client address and per username.
+    "login_ip": env_str("TRACEFLUX_RATE_LOGIN_IP", "10/m"),
+    "login_username": env_str("TRACEFLUX_RATE_LOGIN_USERNAME", "5/m"),
 }
 # A JSON request body larger than this is refused with 413 before it is read (judged by its Content-Length).
 TRACEFLUX_MAX_JSON_BODY = env_int("TRACEFLUX_MAX_JSON_BODY", 4 * 1024 * 1024, minimum=1024)
@@ -258,6 +261,9 @@ TRACEFLUX_SIGNING_PUBLIC_KEY_FILES = [Path(name) for name in env_list("TRACEFLUX
 # --- REST API ----------------------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # Not DRF's default (session and HTTP Basic): Basic would let anyone try passwords on any API URL (the schema's
+    # included) past the login throttle (traceflux.login). The APIs name their own: agent keys, personal tokens.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -362,6 +368,8 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+    SECURE_REFERRER_POLICY = "same-origin"  # Django's default, stated: links out carry no path or query
+    SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 LOGGING = {
     "version": 1,

@@ -7,10 +7,15 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import explorer, ops, views
+from .login import throttled_login
+
+handler404 = "traceflux.views.not_found"
 
 admin.site.site_header = "TraceFlux console"
 admin.site.site_title = "TraceFlux"
 admin.site.index_title = "Operator console"
+# The LOGIN_URL: sign-in attempts are throttled per address and per username, and failures audited (traceflux.login).
+admin.site.login = throttled_login(admin.site)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -32,5 +37,7 @@ urlpatterns = [
     path("api/v1/approvals/", include("approvals.api_urls")),
     path("api/v1/replays/", include("replays.api_urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # GET and HEAD only: drf-spectacular answers OPTIONS on this HTML view with a 500 (no template for the metadata).
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", http_method_names=["get", "head"]),
+         name="api-docs"),
 ]

@@ -69,3 +69,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers. Readiness and metrics arrive with the operator-surfaces issue."""
     return JsonResponse({"status": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for a URL that matches no route. Under /api/ the answer is JSON with a `detail`, like every other API
+    error, so an agent or a script never has to parse an HTML page; elsewhere it is Django's own page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": f"no API endpoint at {request.path[:200]}"}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
@@ -12,6 +15,45 @@ from .auth import AgentKeyAuthentication, AgentPrincipal, AgentScopePermission
 from .limits import AgentRateLimit, check_body_size, require_json
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """(dotted field, problem) of the first string or key the database cannot store; None when there is none.
+    PostgreSQL holds no NUL character in text or jsonb, and a lone surrogate (JSON's "\\ud800") is no Unicode text."""
+    pending: list[tuple[Any, str, str]] = [(value, "", "")]
+    while pending:
+        item, where, what = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where, f"{what}NUL characters (\\u0000) are not accepted"
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return where, f"{what}a lone surrogate (\\ud800-\\udfff) is not Unicode text"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                pending.append((key, where, "in a key: "))
+                pending.append((child, f"{where}.{key}" if where else str(key), ""))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{index}]", "") for index, child in enumerate(item))
+    return None
+
+
+class SafeJSONParser(JSONParser):
+    """DRF's JSON parser, but a body nested too deeply for Python's parser is a 400 rather than a RecursionError, and
+    so is one holding text the database cannot store (a NUL character, a lone surrogate), wherever it is: a 400
+    whose `field` is the dotted path to it."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the document is nested too deeply") from None
+        problem = unstorable(data)
+        if problem is not None:
+            field, message = problem
+            raise ValidationError({field or "non_field_errors": [message]})
+        return data
 
 
 class AgentAPIView(APIView):
@@ -41,7 +83,7 @@ class JSONBodyMixin:
     read: 413 when Content-Length is over TRACEFLUX_MAX_JSON_BODY, 415 when the Content-Type is not application/json.
     """
 
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
 
     def initial(self, request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]

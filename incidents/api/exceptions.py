@@ -4,23 +4,38 @@
   naming the first bad field ("status: ..."), "field" (its dotted path) and "errors" (every problem, by field).
 - A refused state move (traceflux.statemachine.TransitionError) is 409 with "detail" and "current" (the status now).
 - A rate limit is 429 with a Retry-After header and "retry_after" (seconds) in the body.
+- A backing service that fails mid-request is 503 with Retry-After and "retry_after", never a 500: the database
+  connection lost (or a query it could not finish), the audit event refused (traceflux.audit.AuditWriteFailed: the
+  change was rolled back with it), or the cache that holds the rate limits not answering.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 from incidents.failures import COUNTED, failure_record
+from traceflux.audit import AuditWriteFailed
 from traceflux.statemachine import TransitionError
 
 from .auth import AgentPrincipal, key_prefix_from_header
+
+log = logging.getLogger(__name__)
+
+# How long a client is asked to wait after a 503 from a backing service.
+UNAVAILABLE_RETRY_AFTER = 5
+CACHE_ERRORS = (ConnectionInterrupted, RedisConnectionError, RedisTimeoutError)
 
 
 def _validation_payload(error: DjangoValidationError) -> dict:
@@ -62,7 +77,18 @@ def _drf_validation_payload(detail: Any) -> dict:
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, extended: service errors become 400/403/409 with named problems; 429 carries retry_after."""
+    """DRF's handler, extended: service errors become 400/403/409 with named problems; 429 carries retry_after; a
+    backing service failing mid-request is 503 with Retry-After."""
+    problem = _unavailable(exc)
+    if problem is not None:
+        # A refused audit write is an alarm (with its traceback); an outage is a warning per request, kept short.
+        refused = isinstance(exc, AuditWriteFailed)
+        log.log(logging.ERROR if refused else logging.WARNING, "%s %s answered 503: %s (%s: %s)", *_where(context),
+                problem, type(exc).__name__, exc, exc_info=exc if refused else None)
+        set_rollback()  # with ATOMIC_REQUESTS, the request's transaction too (no query: it only marks the block)
+        return Response({"detail": problem, "retry_after": UNAVAILABLE_RETRY_AFTER},
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
     if isinstance(exc, DjangoValidationError):
         response = Response(_validation_payload(exc), status=status.HTTP_400_BAD_REQUEST)
     elif isinstance(exc, TransitionError):
@@ -82,6 +108,34 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+def _unavailable(exc: Exception) -> str | None:
+    """What a 503 says when a backing service failed mid-request; None for any other exception."""
+    if isinstance(exc, AuditWriteFailed):
+        return "the audit log could not be written, so nothing was changed; retry"
+    if isinstance(exc, InterfaceError | OperationalError):
+        if _connection_lost(exc):
+            return "the database connection was lost; retry"
+        return "the database could not complete the request; retry"
+    if isinstance(exc, CACHE_ERRORS):
+        return "the cache that holds the rate limits did not answer; retry"
+    return None
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """A database error that means the connection went away (terminated, server shut down, network), as opposed to
+    one the connection survives (a timeout, a deadlock)."""
+    if isinstance(exc, InterfaceError):
+        return True
+    # psycopg: the server's SQLSTATE, or None for an error on the client side of a broken connection.
+    sqlstate = getattr(exc.__cause__, "sqlstate", "")
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+
+
+def _where(context: dict) -> tuple[str, str]:
+    request = context.get("request")
+    return (request.method, request.path) if request is not None else ("-", "-")
+
+
 def _count_failure(request, code: int) -> None:
     if request is None or not request.path.startswith("/api/v1/agent/"):
         return
@@ -89,4 +143,7 @@ def _count_failure(request, code: int) -> None:
     agent_id = principal.agent.pk if isinstance(principal, AgentPrincipal) else None
     agent_id = agent_id or getattr(request, "_agent_for_failures", None)
     prefix = key_prefix_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
-    failure_record(code=code, agent_id=agent_id, prefix=prefix)
+    try:
+        failure_record(code=code, agent_id=agent_id, prefix=prefix)
+    except CACHE_ERRORS as exc:  # a counter lost while the cache is down must not turn a 401 into a 500
+        log.warning("failure counter not updated for a %s answer: %s", code, exc)

@@ -641,6 +641,74 @@ def _silence_time(value: Any, where: str) -> datetime:
         raise _fail(where, f"{short_repr(value)} is not an RFC 3339 timestamp") from exc
 
 
+# --- the document's shape: depth, and what YAML aliases make of it -------------------------------------------------
+
+MAX_DEPTH = 48  # nested mappings and lists; a route adds two levels, so routes may nest 20 deep and more
+MAX_EXPANDED = 100_000  # values, once every alias is replaced by what it refers to
+
+
+def _children(value: Any, where: str) -> list[tuple[Any, str]]:
+    if isinstance(value, Mapping):
+        return [(child, str(key) if where == "$" else f"{where}.{key}") for key, child in value.items()]
+    return [(child, f"{where}[{index}]") for index, child in enumerate(value)]
+
+
+def _check_shape(document: Any, where: str) -> None:
+    """Refuse a document nested more than MAX_DEPTH deep, one where a YAML alias refers to a value containing it
+    (PyYAML builds a cycle, yaml.v2 refuses it), and one whose aliases expand it past MAX_EXPANDED values (a
+    "billion laughs": yaml.v2 refuses it as excessive aliasing). Iterative, and each shared value is walked once, so
+    the check costs the size of the text, not of the expansion."""
+    if not isinstance(document, Mapping | list):
+        return
+    done: dict[int, tuple[int, int]] = {}  # id of a mapping or list -> (values once expanded, levels below)
+    open_ids = {id(document)}
+    shared = False
+    # Each frame: [value, where, children, next child, values so far, deepest child's levels]
+    stack: list[list[Any]] = [[document, where, _children(document, where), 0, 1, 0]]
+    while stack:
+        frame = stack[-1]
+        value, _, children, index = frame[0], frame[1], frame[2], frame[3]
+        if index == len(children):
+            stack.pop()
+            open_ids.discard(id(value))
+            done[id(value)] = (frame[4], frame[5] + 1)
+            if stack:
+                stack[-1][4] += frame[4]
+                stack[-1][5] = max(stack[-1][5], frame[5] + 1)
+                if shared and stack[-1][4] > MAX_EXPANDED:
+                    raise _excessive_aliasing()
+            continue
+        frame[3] += 1
+        child, child_where = children[index]
+        if not isinstance(child, Mapping | list):
+            frame[4] += 1
+            continue
+        if id(child) in open_ids:
+            raise _fail(child_where, "a YAML alias here refers to a value that contains it, so it never ends")
+        if id(child) in done:
+            shared = True
+            values, levels = done[id(child)]
+            if len(stack) + levels > MAX_DEPTH:
+                raise _fail(child_where, f"nested more than {MAX_DEPTH} levels deep (through a YAML alias)")
+            frame[4] += values
+            frame[5] = max(frame[5], levels)
+            if frame[4] > MAX_EXPANDED:
+                raise _excessive_aliasing()
+            continue
+        if len(stack) >= MAX_DEPTH:
+            raise _fail(child_where, f"nested more than {MAX_DEPTH} levels deep")
+        open_ids.add(id(child))
+        stack.append([child, child_where, _children(child, child_where), 0, 1, 0])
+
+
+def _excessive_aliasing() -> Invalid:
+    return _fail(
+        "$",
+        f"YAML aliases expand the document to more than {MAX_EXPANDED:,} values; Alertmanager refuses such a "
+        "document too (excessive aliasing)",
+    )
+
+
 # --- the policy ------------------------------------------------------------------------------------------------------
 
 
@@ -659,6 +727,11 @@ def import_alertmanager(
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "the document"
         problem = getattr(exc, "problem", None) or str(exc)
         raise Invalid(f"{where}: not valid YAML: {problem}", field="$") from exc
+    except RecursionError:
+        raise Invalid(f"the document: nested more than {MAX_DEPTH} levels deep", field="$") from None
+    _check_shape(document, "$")
+    if silences is not None:
+        _check_shape(silences, "silences")
     if not isinstance(document, Mapping):
         raise Invalid("the document must be a YAML mapping with at least `route` and `receivers`", field="$")
     config = _mapping(document, "$", _TOP_KEYS)

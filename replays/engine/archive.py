@@ -64,12 +64,22 @@ def _is_tar_header(block: bytes) -> bool:
     return True
 
 
-def _gunzip_head(head: bytes) -> bytes | None:
-    """The first tar block's worth of a gzip stream, or None when the gzip data is corrupt."""
+def _gunzip_head(head: bytes) -> tuple[bytes, bool] | None:
+    """(the first tar block's worth of a gzip stream, whether the stream stopped short of it mid-member), or None
+    when the gzip data is corrupt. A multi-member gzip may end its first member before a whole block: the members
+    after it are read too, as the validator reads them."""
+    out = b""
+    data = head
     try:
-        return zlib.decompressobj(31).decompress(head, _TAR_BLOCK)
+        while data and len(out) < _TAR_BLOCK:
+            z = zlib.decompressobj(31)
+            out += z.decompress(data, _TAR_BLOCK - len(out))
+            if not z.eof:
+                return out, len(out) < _TAR_BLOCK and not z.unconsumed_tail
+            data = z.unused_data.lstrip(b"\x00")
     except zlib.error:
         return None
+    return out, False
 
 
 def json_start(head: bytes) -> bool:
@@ -89,11 +99,14 @@ def sniff(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> t
     if not head:
         return KIND_UNKNOWN, "an empty file"
     if head[:2] == b"\x1f\x8b":
-        block = _gunzip_head(head)
-        if block is None:
+        unzipped = _gunzip_head(head)
+        if unzipped is None:
             return KIND_UNKNOWN, "corrupt gzip data"
+        block, cut_short = unzipped
         if _is_tar_header(block):
             return KIND_TAR_GZ, "a gzip'd tar"
+        if cut_short and size <= len(head):
+            return KIND_UNKNOWN, "gzip data that ends before its first tar header (a truncated upload?)"
         return KIND_UNKNOWN, "gzip data that is not a tar"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return KIND_ZIP, "a zip"

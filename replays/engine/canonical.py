@@ -11,7 +11,8 @@ SPEC_HASH_PREFIX = "sha256:"
 
 
 class CanonicalJSONError(ValueError):
-    """The value cannot be written as canonical JSON (NaN, infinity, non-string keys, unknown types)."""
+    """The value cannot be written as canonical JSON (NaN, infinity, non-string keys, unknown types, lone
+    surrogates)."""
 
 
 def _check(value: Any, path: str) -> None:
@@ -29,10 +30,35 @@ def _check(value: Any, path: str) -> None:
         raise CanonicalJSONError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
+def unencodable_path(value: Any, path: str = "$") -> str | None:
+    """The path of the first string (or key) that has no UTF-8 form: one holding a lone surrogate such as \\ud800,
+    which JSON's \\u escapes can spell but UTF-8 cannot."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return where
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                pending.append((key, f"{where} (a key)"))
+                pending.append((child, f"{where}.{key}"))
+        elif isinstance(item, list | tuple):
+            pending.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+    return None
+
+
 def canonical_json(value: Any) -> bytes:
     """UTF-8 JSON with keys sorted, separators ',' and ':', no insignificant whitespace, non-ASCII kept as is."""
     _check(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        where = unencodable_path(value) or "$"
+        raise CanonicalJSONError(f"{where}: a string holds a lone surrogate, which UTF-8 cannot encode") from None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -153,7 +153,34 @@ def load_json_document(data: bytes, *, name: str) -> Any:
         raise Invalid(f"{name}: malformed JSON: {exc}") from None
     except RecursionError:
         raise Invalid(f"{name}: JSON nested too deeply") from None
+    problem = text_problem(value)
+    if problem is not None:
+        where, message = problem
+        raise Invalid(f"{name}: {where}: {message}", field=name.removesuffix(".json") + where[1:])
     return value
+
+
+def text_problem(value: Any) -> tuple[str, str] | None:
+    """(JSON path, problem) of the first string or key that is not acceptable text, else None: one holding a NUL
+    character (PostgreSQL stores none, in text or jsonb), or a lone surrogate (JSON can spell "\\ud800", UTF-8
+    cannot). Iterative, so any depth the JSON parser took is fine."""
+    pending: list[tuple[Any, str, str]] = [(value, "$", "holds")]
+    while pending:
+        item, where, holds = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where, f"{holds} a NUL character (\\u0000), which is not accepted in text"
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return where, f"{holds} a lone surrogate (\\ud800-\\udfff), which is not UTF-8 text"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                pending.append((key, where, "has a key holding"))
+                pending.append((child, f"{where}.{key}", "holds"))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{index}]", "holds") for index, child in enumerate(item))
+    return None
 
 
 def read_limited(stream: Any, *, name: str, limit: int) -> bytes:

@@ -330,10 +330,12 @@ def _alternatives(error: Any) -> list[str] | None:
 def _explain(error: Any) -> tuple[str, str]:
     names = _alternatives(error)
     if names is not None:
+        if not isinstance(error.instance, dict):  # `required` passes on a non-object, so every alternative did
+            return error.json_path, f"must be an object, got {json_type(error.instance)}"
         if error.validator == "oneOf" and all(name in error.instance for name in names):
             return error.json_path, f"takes only one of {', '.join(names)}"
         return error.json_path, f"needs {'exactly ' if error.validator == 'oneOf' else ''}one of {', '.join(names)}"
-    if error.validator == "dependentRequired":
+    if error.validator == "dependentRequired" and isinstance(error.instance, dict):
         needing = next(key for key in error.validator_value if key in error.instance)
         return error.json_path, f"{needing} needs {', '.join(error.validator_value[needing])}"
     # Any other oneOf/anyOf failure says little; the deepest sub-error names the real field.
@@ -550,6 +552,24 @@ class _Loader:
         )
 
 
+MAX_DEPTH = 64  # JSON nesting levels; the deepest demo or imported policy uses about 12
+
+
+def _too_deep(obj: Any) -> str | None:
+    """The JSON path of the first value nested more than MAX_DEPTH levels down, else None. Iterative: the schema
+    check and the loader recurse, and a document nested thousands deep would exhaust the stack there."""
+    pending: list[tuple[Any, str, int]] = [(obj, "$", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return path
+        if isinstance(value, dict):
+            pending.extend((child, f"{path}.{key}", depth + 1) for key, child in value.items())
+        elif isinstance(value, list):
+            pending.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(value))
+    return None
+
+
 def load_policy(obj: Any) -> Policy:
     """Check `obj` (a parsed JSON document, or a Policy, returned as is) against the policy schema and the rules it
     cannot express; compile it. Raises errors.Invalid whose `field` is the JSON path (`policy.correlation.window_s`).
@@ -558,6 +578,9 @@ def load_policy(obj: Any) -> Policy:
         return obj
     if not isinstance(obj, dict):
         raise _invalid("$", f"must be an object, got {json_type(obj)}")
+    deep = _too_deep(obj)
+    if deep is not None:
+        raise _invalid(deep, f"nested more than {MAX_DEPTH} levels deep")
     problem = _schema_error(obj)
     if problem is not None:
         raise problem

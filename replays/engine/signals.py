@@ -25,6 +25,7 @@ from .formats import (
     format_timestamp,
     json_type,
     parse_timestamp,
+    text_problem,
 )
 from .idset import ExactIdSet, IdSet
 
@@ -214,6 +215,8 @@ def _fast_decode(raw: bytes) -> Any:
     repeated key would leave more `":` than keys. A `{`, `[` or `":` inside a string only sends the line to the
     strict decoder. Errors, NaN, huge integers and lone surrogates also fall back, and the strict decoder words them.
     """
+    if b"\\u0000" in raw:
+        return _UNPARSED  # orjson takes a NUL escape; the strict path refuses it (text_problem)
     try:
         obj = _loads(raw)
     except _OrjsonError:
@@ -305,6 +308,7 @@ class SignalReader:
             if number == 1 and raw.startswith(_BOM):
                 raw = raw[3:]
             obj = _fast_decode(raw)
+            strict = obj is _UNPARSED  # orjson refuses lone surrogates and NUL escapes never reach it; see text_problem
             if obj is _UNPARSED:
                 try:
                     text = raw.decode()
@@ -330,6 +334,9 @@ class SignalReader:
                 except RecursionError:
                     self._bad(number, "malformed", "nested too deeply")
                     continue
+            if strict and (problem := text_problem(obj)) is not None:
+                self._bad(number, "invalid", f"{problem[0]}: {problem[1]}")
+                continue
             try:
                 signal = parse_signal(obj, number)
             except SignalProblem as exc:

@@ -31,26 +31,13 @@ SIGNALS = 600
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path) -> Path:
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    settings.FILE_UPLOAD_TEMP_DIR = None
-    return root
+def media_root(artifact_store) -> Path:
+    return artifact_store
 
 
 @pytest.fixture(autouse=True)
-def signing_key(settings, tmp_path):
-    """Each test signs with its own key file (the embedded default lives under var/)."""
-    from traceflux.signing import signing_keys_reset, write_private_key
-
-    path = tmp_path / "signing" / "ed25519.pem"
-    path.parent.mkdir()
-    write_private_key(path)
-    settings.TRACEFLUX_SIGNING_KEY_FILES = [str(path)]
-    signing_keys_reset()
-    yield path
-    signing_keys_reset()
+def signing_key(signing_key_file) -> Path:
+    return signing_key_file
 
 
 @dataclass

@@ -450,7 +450,7 @@ BAD_BODIES = [
      "not a scope key"),
     ("a scope that is a list", lambda w: dry_run_body(w, scope=["POP-12"]), "scope", "the scope is an object"),
     ("a scope value that is a number", lambda w: dry_run_body(w, scope={"pop": 12}), "scope.pop", "string"),
-    ("a NUL in the scope", lambda w: dry_run_body(w, scope={"pop": "POP\x0012"}), "scope", "NUL"),
+    ("a NUL in the scope", lambda w: dry_run_body(w, scope={"pop": "POP\x0012"}), "scope.pop", "NUL"),
     ("a deep scope", lambda w: dry_run_body(w, scope={"pop": [[[[["x"]]]]]}), "scope", "nested too deeply"),
     ("negative max_pops", lambda w: dry_run_body(w, controls={"max_pops": -1}), "controls.max_pops",
      "a whole number, 0 or more"),
@@ -586,7 +586,7 @@ def test_it_describes_the_replay_api_in_the_openapi_schema(client):
     paths = schema["paths"]
 
     expected = {
-        ("/api/v1/replays/", "get"): {"200", "400", "401"},
+        ("/api/v1/replays/", "get"): {"200", "400", "401", "404"},
         ("/api/v1/replays/", "post"): {"202", "400", "401", "403", "404", "409", "413", "415"},
         ("/api/v1/replays/{id}/", "get"): {"200", "401", "404"},
         ("/api/v1/replays/{id}/report/", "get"): {"200", "401", "404"},

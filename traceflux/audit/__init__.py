@@ -9,7 +9,13 @@ from .actors import SYSTEM, AuditActor
 if TYPE_CHECKING:
     from .models import AuditEvent
 
-__all__ = ["SYSTEM", "AuditActor", "record"]
+__all__ = ["SYSTEM", "AuditActor", "AuditWriteFailed", "record"]
+
+
+class AuditWriteFailed(Exception):
+    """The database refused the audit event (a constraint, a trigger, a permission). It propagates through the
+    caller's transaction, so the change the event records is rolled back with it: the audit fails closed. A lost
+    connection is not wrapped: it stays the database's OperationalError or InterfaceError."""
 
 
 def record(

@@ -1,13 +1,14 @@
-"""Appends events to the chain. Runs inside the caller's transaction: a rolled-back change leaves no event."""
+"""Appends events to the chain. Runs inside the caller's transaction: a rolled-back change leaves no event, and an
+event the database refuses raises AuditWriteFailed, which rolls the change back with it (the audit fails closed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from . import chain, context
+from . import AuditWriteFailed, chain, context
 from .actors import resolve_actor, resolve_environment, resolve_target
 from .models import AuditChainHead, AuditEvent, Outcome
 
@@ -38,29 +39,35 @@ def write(
     actor_kind, actor_id, actor_name = resolve_actor(actor)
     target_type, target_id, target_repr = resolve_target(target)
     ctx = context.current()
-    with transaction.atomic():
-        head = _locked_head()
-        prev_hash = head.hash or chain.GENESIS
-        fields: dict[str, Any] = {
-            "seq": head.seq + 1,
-            "created_at": timezone.now(),
-            "actor_kind": actor_kind,
-            "actor_id": actor_id,
-            "actor_name": actor_name,
-            "action": action,
-            "target_type": target_type,
-            "target_id": target_id,
-            "target_repr": target_repr,
-            "environment": resolve_environment(environment, target),
-            "outcome": outcome,
-            "reason": reason or "",
-            "request_id": ctx.request_id,
-            "ip": ctx.ip or None,
-            "data": chain.normalise_data(data),
-        }
-        digest = chain.event_hash(prev_hash, fields)
-        event = AuditEvent(**fields, prev_hash=prev_hash, hash=digest)
-        event.save()
-        # A plain UPDATE is safe: we hold the row lock, so nobody else can have moved the head.
-        AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=digest)
+    try:
+        with transaction.atomic():
+            head = _locked_head()
+            prev_hash = head.hash or chain.GENESIS
+            fields: dict[str, Any] = {
+                "seq": head.seq + 1,
+                "created_at": timezone.now(),
+                "actor_kind": actor_kind,
+                "actor_id": actor_id,
+                "actor_name": actor_name,
+                "action": action,
+                "target_type": target_type,
+                "target_id": target_id,
+                "target_repr": target_repr,
+                "environment": resolve_environment(environment, target),
+                "outcome": outcome,
+                "reason": reason or "",
+                "request_id": ctx.request_id,
+                "ip": ctx.ip or None,
+                "data": chain.normalise_data(data),
+            }
+            digest = chain.event_hash(prev_hash, fields)
+            event = AuditEvent(**fields, prev_hash=prev_hash, hash=digest)
+            event.save()
+            # A plain UPDATE is safe: we hold the row lock, so nobody else can have moved the head.
+            AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=digest)
+    except (OperationalError, InterfaceError):
+        raise  # the database itself (a lost connection, a timeout), not the audit log: left as it is
+    except DatabaseError as exc:
+        # Refused by the database (a constraint, a trigger, a permission): the caller's change must not commit.
+        raise AuditWriteFailed(f"the audit event {action!r} could not be written: {exc}") from exc
     return event
