@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from incidents.selectors import APPROVE, environments_where, visible_environments, visible_pipeline_versions
 
@@ -47,7 +47,7 @@ def _refused(request: HttpRequest, approval: ApprovalRequest, status: int, detai
 
 
 @login_required
-@require_GET
+@require_safe
 def inbox(request: HttpRequest) -> HttpResponse:
     user = request.user
     environments = visible_environments(user=user).order_by("slug")
@@ -99,7 +99,7 @@ def _review_context(request: HttpRequest, approval: ApprovalRequest, **forms) ->
 
 
 @login_required
-@require_GET
+@require_safe
 def review(request: HttpRequest, pk: int) -> HttpResponse:
     approval = get_object_or_404(visible_requests(user=request.user), pk=pk)
     return render(request, "approvals/review.html", _review_context(request, approval))

@@ -19,7 +19,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from incidents.models import Incident, IncidentStatus
 from incidents.services import incident_note_add, incident_transition
@@ -94,7 +94,7 @@ def _page(request: HttpRequest, incident: Incident, *, status: int = 200, transi
 
 
 @login_required
-@require_GET
+@require_safe
 def investigate(request: HttpRequest, key: str) -> HttpResponse:
     incident = selectors.incident_for(user=request.user, key=key)
     return _page(request, incident)

@@ -21,7 +21,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from approvals.models import ApprovalStatus
 from approvals.services import Conflict
@@ -74,7 +74,7 @@ def as_id(text: str) -> int | None:
 
 
 @login_required
-@require_GET
+@require_safe
 def history(request: HttpRequest) -> HttpResponse:
     """Every run the user can see, newest first, filtered, paged by keyset (`?before=<id>`): no COUNT over the table."""
     user = request.user
@@ -314,14 +314,14 @@ def _run_context(request: HttpRequest, execution: ReplayExecution, **forms: Any)
 
 
 @login_required
-@require_GET
+@require_safe
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     execution = selectors.replay_for(user=request.user, pk=pk)
     return render(request, "replays/detail.html", _run_context(request, execution))
 
 
 @login_required
-@require_GET
+@require_safe
 def stages(request: HttpRequest, pk: int) -> HttpResponse:
     """The status header and stages, polled by the run view while the run is not final. When it is, the partial
     carries no polling attributes, and an htmx poll that finds it final reloads the page to show the results."""
@@ -407,7 +407,7 @@ def _stored_file(name: str, sha256: str, *, filename: str, content_type: str) ->
 
 
 @login_required
-@require_GET
+@require_safe
 def report_json(request: HttpRequest, pk: int) -> FileResponse:
     execution = selectors.replay_for(user=request.user, pk=pk)
     if not execution.report_name:
@@ -417,7 +417,7 @@ def report_json(request: HttpRequest, pk: int) -> FileResponse:
 
 
 @login_required
-@require_GET
+@require_safe
 def evidence(request: HttpRequest, pk: int) -> FileResponse:
     execution = selectors.replay_for(user=request.user, pk=pk)
     if not execution.evidence_name:
@@ -427,7 +427,7 @@ def evidence(request: HttpRequest, pk: int) -> FileResponse:
 
 
 @login_required
-@require_GET
+@require_safe
 def summary_md(request: HttpRequest, pk: int) -> HttpResponse:
     """A Markdown summary to paste into a ticket: what ran, its outcome and parity, highlights, actions, a link."""
     execution = selectors.replay_for(user=request.user, pk=pk)
@@ -489,7 +489,7 @@ def _incident_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str,
 
 
 @login_required
-@require_GET
+@require_safe
 def compare(request: HttpRequest) -> HttpResponse:
     """Two runs of the same artifact side by side: the same window under two pipeline versions."""
     a_key, b_key = (request.GET.get("a") or "").strip(), (request.GET.get("b") or "").strip()

@@ -34,7 +34,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryD
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from incidents.selectors import visible_environment_slugs
 from replays.forms import UTCDateTimeField
@@ -191,7 +191,7 @@ def _row(event: AuditEvent, query: QueryDict) -> Row:
 
 
 @login_required
-@require_GET
+@require_safe
 def explorer(request: HttpRequest) -> HttpResponse:
     """The audit timeline, newest first, filtered, paged by keyset (`?before=<seq>`): never a COUNT over the log."""
     form, events = _filter_form(request)
@@ -303,7 +303,7 @@ def _json_chunks(events: QuerySet[AuditEvent]) -> Iterator[str]:
 
 
 @login_required
-@require_GET
+@require_safe
 def export_csv(request: HttpRequest) -> HttpResponse:
     """The filtered events the user can see, oldest first, as CSV, streamed in chunks of EXPORT_CHUNK rows."""
     events, refusal = _export_events(request)
@@ -315,7 +315,7 @@ def export_csv(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_GET
+@require_safe
 def export_json(request: HttpRequest) -> HttpResponse:
     """The same as export_csv, as one JSON array of objects (values verbatim: data is an object)."""
     events, refusal = _export_events(request)
@@ -410,7 +410,7 @@ def _environment_of(obj: Model) -> str:
 
 
 @login_required
-@require_GET
+@require_safe
 def object_history(request: HttpRequest, label: str, pk: str) -> HttpResponse:
     """Every version of one history-tracked object, newest first, with its field changes, and its audit events.
 

@@ -19,7 +19,7 @@ from django.core.cache import caches
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from kombu import Connection
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -89,7 +89,7 @@ def _run(name: str, check: Callable[[], str]) -> str:
 
 
 @never_cache
-@require_GET
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when the database, the cache and the broker answer; 503 naming each part that does not."""
     checks = {name: _run(name, check) for name, check in CHECKS.items()}
@@ -199,7 +199,7 @@ def _refusal(request: HttpRequest) -> HttpResponse | None:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     refusal = _refusal(request)
     if refusal is not None:

@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from approvals.selectors import pending_for, visible_requests
 from incidents import selectors
@@ -22,7 +22,7 @@ AGENTS_SHOWN = 20
 
 
 @login_required
-@require_GET
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     """What needs attention now, in the environments the user may see: each list is one bounded query."""
     user = request.user
@@ -65,7 +65,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "traceflux/dashboard.html", context)
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers. Readiness and metrics arrive with the operator-surfaces issue."""
     return JsonResponse({"status": "ok"})

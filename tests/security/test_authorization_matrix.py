@@ -45,8 +45,8 @@ ALL = "*"  # a row's default, for every method it does not name
 
 
 def page(get: str = "L LL AAAAA") -> dict[str, str]:
-    """A portal page: @login_required, then @require_GET (which refuses HEAD as well)."""
-    return {"GET": get, ALL: "L LL 55555"}
+    """A portal page: @login_required, then @require_safe (GET and HEAD)."""
+    return {"GET": get, "HEAD": get, ALL: "L LL 55555"}
 
 
 def form(post: str) -> dict[str, str]:
@@ -70,10 +70,10 @@ NOBODY = "L LL 33333"
 MATRIX: dict[str, dict[str, str]] = {
     # --- the project's pages (traceflux/urls.py) ---
     "dashboard": page(),
-    "healthz": {"GET": "A AA AAAAA", ALL: "5 55 55555"},
-    "readyz": {"GET": "A AA AAAAA", ALL: "5 55 55555"},
+    "healthz": {"GET": "A AA AAAAA", "HEAD": "A AA AAAAA", ALL: "5 55 55555"},
+    "readyz": {"GET": "A AA AAAAA", "HEAD": "A AA AAAAA", ALL: "5 55 55555"},
     # TRACEFLUX_METRICS_TOKEN is set here, as in production: neither a session nor an agent key is the token.
-    "metrics": {"GET": "1 33 11111", ALL: "5 55 55555"},
+    "metrics": {"GET": "1 33 11111", "HEAD": "1 33 11111", ALL: "5 55 55555"},
     "audit-explorer": page(),
     "audit-export-csv": page(),
     "audit-export-json": page(),
