@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import ParseError, ValidationError
@@ -11,32 +9,12 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from replays.engine.formats import text_problem
+
 from .auth import AgentKeyAuthentication, AgentPrincipal, AgentScopePermission
 from .limits import AgentRateLimit, check_body_size, require_json
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-def unstorable(value: Any) -> tuple[str, str] | None:
-    """(dotted field, problem) of the first string or key the database cannot store; None when there is none.
-    PostgreSQL holds no NUL character in text or jsonb, and a lone surrogate (JSON's "\\ud800") is no Unicode text."""
-    pending: list[tuple[Any, str, str]] = [(value, "", "")]
-    while pending:
-        item, where, what = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return where, f"{what}NUL characters (\\u0000) are not accepted"
-            try:
-                item.encode()
-            except UnicodeEncodeError:
-                return where, f"{what}a lone surrogate (\\ud800-\\udfff) is not Unicode text"
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                pending.append((key, where, "in a key: "))
-                pending.append((child, f"{where}.{key}" if where else str(key), ""))
-        elif isinstance(item, list):
-            pending.extend((child, f"{where}[{index}]", "") for index, child in enumerate(item))
-    return None
 
 
 class SafeJSONParser(JSONParser):
@@ -49,10 +27,12 @@ class SafeJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - the document is nested too deeply") from None
-        problem = unstorable(data)
+        # The engine's rule for stored text, so an upload's documents and an API body refuse the same characters.
+        problem = text_problem(data)
         if problem is not None:
-            field, message = problem
-            raise ValidationError({field or "non_field_errors": [message]})
+            path, message = problem
+            field = path.removeprefix("$").removeprefix(".")
+            raise ValidationError({field or "non_field_errors": [f"{path}: {message}"]})
         return data
 
 
