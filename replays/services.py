@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -79,7 +80,7 @@ def _window_json(execution: ReplayExecution) -> dict[str, str] | None:
 def _enqueue(execution: ReplayExecution) -> None:
     from .tasks import run_replay  # the task module imports this one
 
-    ReplayExecution.objects.filter(pk=execution.pk).update(enqueue_count=execution.enqueue_count + 1)
+    ReplayExecution.objects.filter(pk=execution.pk).update(enqueue_count=F("enqueue_count") + 1)
     transaction.on_commit(partial(run_replay.delay, execution.pk))
 
 
@@ -331,13 +332,9 @@ def preflight(*, dry_run: ReplayExecution, user: Any) -> tuple[list[dict[str, An
     return checks, decision
 
 
-def _peek_approval(dry_run: ReplayExecution, digest: str) -> dict[str, Any]:
+def _peek_approval(dry_run: ReplayExecution) -> dict[str, Any]:
     """The approval check without consuming anything: used when an earlier check already failed."""
-    approval = (
-        ApprovalRequest.objects.filter(environment=dry_run.environment, digest=digest)
-        .order_by("-created_at", "-pk")
-        .first()
-    )
+    approval = execute_approval(dry_run)
     if approval is None:
         return _check("approval", False, "no approval covers this execute: request execute approval first")
     usable = approval.status == ApprovalStatus.APPROVED and not approval.is_expired()
@@ -381,7 +378,7 @@ def replay_request_execute(*, dry_run: ReplayExecution, user: Any) -> ReplayExec
         elif not digest:
             checks.append(_check("approval", False, "not evaluated: only a dry run's execute can be approved"))
         else:
-            checks.append(_peek_approval(dry_run, digest))
+            checks.append(_peek_approval(dry_run))
         return _reject_new(execution, actor=user, checks=checks)
     if decision != PostureDecision.REQUIRE_APPROVAL:
         checks.append(_check("approval", True, f"no approval needed: execute is allowed in {environment.slug}"))
@@ -713,7 +710,7 @@ def dispatch_agents(execution: ReplayExecution, target: Mapping[str, list[str]])
 def _dispatch(execution: ReplayExecution, stages: _Stages) -> ReplayExecution:
     """Every allowed action becomes one signed command per target agent, in the same transaction as the move to
     dispatching: a task delivered twice finds the commands (by idempotency key) or the execution moved on."""
-    plan = [item for item in execution.audit_record.get("actions", []) if item["decision"] == "allowed"]
+    # The index into the whole plan, blocked actions included, keeps command keys stable whatever the gates decided.
     indexed = [(index, item) for index, item in enumerate(execution.audit_record.get("actions", []))
                if item["decision"] == "allowed"]
     expires_at = timezone.now() + settings.TRACEFLUX_REPLAY_COMMAND_TTL
@@ -748,7 +745,7 @@ def _dispatch(execution: ReplayExecution, stages: _Stages) -> ReplayExecution:
                 }
                 created.append(command_create(agent=agent, kind=REPLAY_COMMAND, payload=payload, idempotency_key=key,
                                               actor=audit.SYSTEM, deadline=expires_at))
-        counts = {"actions": len(plan), "commands": len(created)}
+        counts = {"actions": len(indexed), "commands": len(created)}
         stages.stages["dispatch"] = {**stages.stages.get("dispatch", {}), "counts": counts}
         if not created:
             stages.stages["dispatch"].update(status="done", finished_at=timezone.now().isoformat())
