@@ -8,15 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
-from incidents.admin import ConsolePaginator
+from incidents.admin import ConsolePaginator, NoRevertMixin
 from incidents.selectors import visible_environments
 
 from .models import Artifact, artifact_storage
@@ -41,7 +40,7 @@ class VisibleEnvironmentFilter(admin.RelatedFieldListFilter):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(SimpleHistoryAdmin):
+class ArtifactAdmin(NoRevertMixin, SimpleHistoryAdmin):
     list_display = (
         "short_sha256",
         "kind",
@@ -104,17 +103,6 @@ class ArtifactAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Artifact | None = None) -> bool:
         return False
-
-    def revert_disabled(self, request: HttpRequest, obj: Artifact | None = None) -> bool:
-        return True
-
-    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str,
-                          extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        # simple-history saves a POSTed old version with a plain save() after checking only the *view* permission:
-        # an artifact is immutable (Artifact.save refuses), so the POST is refused here, before it gets that far.
-        if request.method == "POST":
-            raise PermissionDenied("artifacts are immutable: an old version cannot be restored")
-        return super().history_form_view(request, object_id, version_id, extra_context)
 
     # --- columns -----------------------------------------------------------------------------------------------
 

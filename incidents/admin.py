@@ -306,7 +306,20 @@ class ConsolePaginator(Paginator):
 # --- the common base ---------------------------------------------------------------------------------------------
 
 
-class ConsoleAdmin(EnvironmentScopedMixin, SimpleHistoryAdmin):
+class NoRevertMixin:
+    """History pages to read, never to restore from. simple-history saves a POSTed old version with a plain save()
+    after checking only the *view* permission: that would bypass every service (and every model's own guard)."""
+
+    def revert_disabled(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return True
+
+    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str, extra_context=None):
+        if request.method == "POST":
+            raise PermissionDenied("reverting from history is not allowed; use the actions, which go through services")
+        return super().history_form_view(request, object_id, version_id, extra_context)  # type: ignore[misc]
+
+
+class ConsoleAdmin(NoRevertMixin, EnvironmentScopedMixin, SimpleHistoryAdmin):
     """Base for the history-tracked models: scoped, no delete, no revert, service-backed add and change.
 
     Subclasses declare add_form/add_fields for the add page and change_fields (all read-only unless listed in
@@ -342,15 +355,6 @@ class ConsoleAdmin(EnvironmentScopedMixin, SimpleHistoryAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
-
-    def revert_disabled(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        return True
-
-    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str, extra_context=None):
-        # simple-history saves a POSTed old version with a plain save(): that would bypass every service.
-        if request.method == "POST":
-            raise PermissionDenied("reverting from history is not allowed; use the actions, which go through services")
-        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
         try:
