@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from replay_pipeline import FOREIGN, drop_database, recreate_database, redacted, say, tcp_problem
+from harness import redacted, say, setup_django
+from replay_pipeline import drop_database, recreate_database, tcp_problem
 from run import Row, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,17 +90,6 @@ FROM (SELECT g,
              abs(hashtext('t' || g)) %% 20000 + 1 AS t
       FROM generate_series(1, %(count)s) AS g) AS s
 """
-
-
-def setup_django(env: dict[str, str]) -> None:
-    for name in FOREIGN:
-        os.environ.pop(name, None)
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "traceflux.settings"
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def seed(count: int) -> tuple[float, dict[str, Any]]:

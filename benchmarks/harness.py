@@ -54,11 +54,30 @@ def load_average() -> str:
 
 
 def percentile(values: Sequence[float], share: float) -> float:
-    """The nearest-rank percentile of `values` (need not be sorted); NaN when there are none."""
+    """The nearest-rank percentile of `values` (need not be sorted): the smallest value with at least `share` of the
+    values at or below it; NaN when there are none."""
     if not values:
         return math.nan
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+# Variables that would point a benchmark's workers or its own process elsewhere than its own database and broker.
+FOREIGN = ("TRACEFLUX_MODE", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+           "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT", "FILE_UPLOAD_TEMP_DIR", "TRACEFLUX_VAR_DIR",
+           "TRACEFLUX_SIGNING_KEY_FILES")
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Django in this process, on exactly `env` (none of the caller's FOREIGN variables)."""
+    for name in FOREIGN:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "traceflux.settings"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
 
 
 # --- the database ----------------------------------------------------------------------------------------------------

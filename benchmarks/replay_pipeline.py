@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import re
 import signal
@@ -33,16 +32,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harness import FOREIGN, load_average, percentile, redacted, say, setup_django
 from run import Row, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/traceflux_bench_replays"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-
-# Variables that would point the workers or this process elsewhere than the benchmark's own database and broker.
-FOREIGN = ("TRACEFLUX_MODE", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-           "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT", "FILE_UPLOAD_TEMP_DIR", "TRACEFLUX_VAR_DIR",
-           "TRACEFLUX_SIGNING_KEY_FILES")
 
 METHOD = """\
 Method:
@@ -58,14 +53,6 @@ Method:
   allows, so the queue fills at once and the workers are never idle until it is empty.
 - this process, the workers and PostgreSQL share the machine's CPUs: while the requests are made, the workers run
   slower than alone."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # --- services ----------------------------------------------------------------------------------------------------
@@ -126,13 +113,6 @@ def recreate_database(url: str) -> str | None:
 def drop_database(url: str) -> None:
     with contextlib.suppress(Exception), maintenance_connect(url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
-
-
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
 
 
 # --- workers -----------------------------------------------------------------------------------------------------
@@ -208,25 +188,8 @@ def log_problems(worker: Worker) -> list[str]:
 # --- measuring ---------------------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], share: float) -> float:
-    """Nearest rank: the smallest value with at least `share` of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
 def seconds(delta: timedelta) -> float:
     return delta.total_seconds()
-
-
-def setup_django(env: dict[str, str]) -> None:
-    for name in FOREIGN:
-        os.environ.pop(name, None)
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "traceflux.settings"
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def request_dry_runs(count: int) -> list[int]:
