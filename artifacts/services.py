@@ -20,7 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from incidents import services as incident_services
-from incidents.models import Agent, Incident, PipelineVersion
+from incidents.models import Agent, Incident
+from incidents.selectors import pipeline_version_for
 from replays.engine import (
     BundleInfo,
     FormatError,
@@ -329,11 +330,6 @@ def _remove_quietly(*, sha256: str) -> None:
         logger.exception("could not remove the stored bytes of failed upload %s", sha256)
 
 
-def _pipeline_version(digest: str) -> PipelineVersion | None:
-    """The version with this spec hash, when the portal knows it; an unknown hash is stored as is, unlinked."""
-    return PipelineVersion.objects.filter(spec_hash=digest).first() if digest else None
-
-
 @transaction.atomic
 def _artifact_insert(
     *, agent: Agent, content: Content, name: str, sha256: str, size: int, keep: Path | None
@@ -355,7 +351,7 @@ def _artifact_insert(
         pop=content.scope.get("pop", ""),
         spec_hash=content.spec_hash,
         signal_counts=content.signal_counts,
-        pipeline_version=_pipeline_version(content.spec_hash),
+        pipeline_version=pipeline_version_for(content.spec_hash),  # an unknown hash is stored unlinked
         validation=content.validation,
         file=name,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 from guardian.shortcuts import get_objects_for_user
@@ -64,6 +66,19 @@ def visible_pipeline_versions(*, user) -> QuerySet[PipelineVersion]:
     if user is None or not user.is_authenticated:
         return PipelineVersion.objects.none()
     return PipelineVersion.objects.select_related("created_by", "parent")
+
+
+def pipeline_version_for(spec_hash: str) -> PipelineVersion | None:
+    """The pipeline version with this spec hash, when the portal knows it (an artifact's manifest names one)."""
+    return PipelineVersion.objects.filter(spec_hash=spec_hash).first() if spec_hash else None
+
+
+def pipeline_versions_for(spec_hashes: Iterable[str]) -> dict[str, PipelineVersion]:
+    """pipeline_version_for of many hashes in one query: {spec_hash: version} for the hashes the portal knows."""
+    wanted = {value for value in spec_hashes if value}
+    if not wanted:
+        return {}
+    return {version.spec_hash: version for version in PipelineVersion.objects.filter(spec_hash__in=wanted)}
 
 
 def environments_with_decisions(*, user) -> list[tuple[Environment, dict[str, PostureDecision]]]:

@@ -32,7 +32,7 @@ from incidents.models import (
     PostureDecision,
 )
 from incidents.posture import posture_decision
-from incidents.selectors import OPERATE, can_in_environment, visible_deployments
+from incidents.selectors import OPERATE, can_in_environment, pipeline_versions_for, visible_deployments
 from traceflux.audit.selectors import events_for_targets
 
 from . import selectors, services
@@ -313,8 +313,8 @@ def investigation(*, user: Any, incident: Incident) -> Investigation:
         visible.filter(mode=ReplayMode.DRY_RUN, status=ReplayStatus.SUCCEEDED).order_by("-created_at", "-pk").first()
     )
     execute_approval = services.execute_approval(latest_dry_run) if latest_dry_run else None
-    resolved = services.resolve_pipeline_versions(
-        spec_hashes=[a.spec_hash for a in bundles]
+    resolved = pipeline_versions_for(
+        [a.spec_hash for a in bundles]
         + ([latest_dry_run.artifact.spec_hash] if latest_dry_run else [])
     )
 

@@ -9,7 +9,7 @@ nothing is queued for it. Views, the API, the admin and the tasks call these and
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -28,7 +28,13 @@ from approvals.services import approval_consume, approval_request, approval_rest
 from artifacts.models import Artifact, ArtifactKind, artifact_storage
 from incidents.models import Agent, Command, CommandStatus, Incident, PipelineVersion, PostureAction, PostureDecision
 from incidents.posture import posture_decision
-from incidents.selectors import REPLAY_DRY_RUN, REPLAY_EXECUTE, can_in_environment, can_see_environment
+from incidents.selectors import (
+    REPLAY_DRY_RUN,
+    REPLAY_EXECUTE,
+    can_in_environment,
+    can_see_environment,
+    pipeline_version_for,
+)
 from incidents.services import command_create, incident_note_add
 from replays.engine import FormatError
 from replays.engine.credentials import credential_document
@@ -50,21 +56,6 @@ CHECK_NAMES = ("dry_run", "posture", "pipeline_version", "approval")
 
 def _problem(exc: InputProblem) -> ValidationError:
     return ValidationError({exc.field: exc.message})
-
-
-def resolve_pipeline_version(*, spec_hash_value: str) -> PipelineVersion | None:
-    """The pipeline version an artifact's spec hash names, if the portal knows it."""
-    if not spec_hash_value:
-        return None
-    return PipelineVersion.objects.filter(spec_hash=spec_hash_value).first()
-
-
-def resolve_pipeline_versions(*, spec_hashes: Iterable[str]) -> dict[str, PipelineVersion]:
-    """resolve_pipeline_version for many hashes in one query: {spec_hash: version} for the hashes the portal knows."""
-    wanted = {value for value in spec_hashes if value}
-    if not wanted:
-        return {}
-    return {version.spec_hash: version for version in PipelineVersion.objects.filter(spec_hash__in=wanted)}
 
 
 def _move(execution: ReplayExecution, *, new: str, actor: Any = None, reason: str = "", **extra: Any) -> None:
@@ -164,7 +155,7 @@ def replay_request_dry_run(
     if artifact.incident_id != incident.pk:
         raise ValidationError({"artifact": f"artifact #{artifact.pk} is not a bundle of incident {incident.ref}"})
     if pipeline_version is None:
-        pipeline_version = resolve_pipeline_version(spec_hash_value=artifact.spec_hash)
+        pipeline_version = pipeline_version_for(artifact.spec_hash)
         if pipeline_version is None:
             raise ValidationError(
                 {"pipeline_version": "no pipeline version has the artifact's spec hash "
@@ -318,7 +309,7 @@ def preflight(*, dry_run: ReplayExecution, user: Any) -> tuple[list[dict[str, An
     checks.append(_check("posture", allowed, f"execute is {decision.label if hasattr(decision, 'label') else decision}"
                                              f" in {environment.slug}"))
 
-    resolved = resolve_pipeline_version(spec_hash_value=dry_run.artifact.spec_hash)
+    resolved = pipeline_version_for(dry_run.artifact.spec_hash)
     if resolved is None:
         ok, detail = False, f"no pipeline version has the artifact's spec hash {dry_run.artifact.spec_hash or '(none)'}"
     elif resolved.pk != dry_run.pipeline_version_id:

@@ -28,7 +28,7 @@ from approvals.services import Conflict
 from artifacts.models import artifact_storage
 from incidents.models import PostureAction, PostureDecision
 from incidents.posture import posture_decision
-from incidents.selectors import visible_environments, visible_pipeline_versions
+from incidents.selectors import pipeline_version_for, visible_environments, visible_pipeline_versions
 from traceflux.audit.selectors import events_for_targets
 from traceflux.statemachine import TransitionError
 
@@ -154,7 +154,7 @@ def new(request: HttpRequest) -> HttpResponse:
         initial: dict[str, Any] = {}
         first = bundles.first()
         if first is not None:
-            resolved = services.resolve_pipeline_version(spec_hash_value=first.spec_hash)
+            resolved = pipeline_version_for(first.spec_hash)
             initial = {"artifact": first.pk, "pipeline_version": resolved.pk if resolved else None}
         form = NewReplayForm(bundles=bundles, versions=versions, initial=initial)
         status = 200
@@ -229,7 +229,7 @@ def _buttons(user: Any, execution: ReplayExecution, approval: Any) -> dict[str, 
             if approval is None or approval.status != ApprovalStatus.APPROVED:
                 note = (f"{slug} requires {environment.required_approvals} approval(s): without an approved request "
                         "the execute is rejected at preflight.")
-        producer = services.resolve_pipeline_version(spec_hash_value=execution.artifact.spec_hash)
+        producer = pipeline_version_for(execution.artifact.spec_hash)
         if producer is None or producer.pk != execution.pipeline_version_id:
             note += (f" This dry run replayed {execution.pipeline_version.label}, but the artifact was produced by "
                      f"{producer.label if producer else 'an unknown version'}: an execute runs the producing version, "
