@@ -42,7 +42,7 @@ from .policy import (
     label_getter,
     load_policy,
 )
-from .signals import Signal, iter_signals
+from .signals import Signal, SignalPool, iter_signals
 
 STAGES = ("ingest", "correlate", "aggregate")
 REASONS = ("dedup", "silence", "threshold", "inhibit")
@@ -275,51 +275,15 @@ def signals_digest(signals: list[Signal]) -> str:
     return digest.hexdigest()
 
 
-_POOL_PROBE = 50_000  # signals seen before judging whether sharing label sets pays
-
-
 class Pooled(list):
-    """Signals already through _pooled: replay() takes them as they are, so one parse can feed a replay, a compare
-    replay and the report."""
+    """Signals already shared through a SignalPool: replay() takes them as they are, so one parse can feed a replay, a
+    compare replay and the report."""
 
 
 def pooled(signals: Iterable[Signal]) -> Pooled:
-    """Read and pool signals once, for callers that replay the same signals more than once (the CLI's compare)."""
-    return Pooled(_pooled(signals))
-
-
-def _pooled(signals: Iterable[Signal]) -> list[Signal]:
-    """The signals as a list, with equal label dicts and equal source, name and severity strings shared.
-
-    A window repeats a few thousand label sets across a million signals, and the parser gives each line its own
-    copies: sharing them halves the memory a big replay holds (about 1 KB a signal to under 0.5 KB). Shared dicts are
-    never changed (normalization copies before it edits). If label sets turn out to be mostly unique, the pool would
-    only cost memory, so it is dropped after a probe."""
-    labels_pool: dict[tuple[tuple[str, str], ...], dict[str, str]] | None = {}
-    strings: dict[str, str] = {}
-    share = strings.setdefault
-    out: list[Signal] = []
-    append = out.append
-    for signal in signals:
-        labels = signal.labels
-        if labels_pool is not None:
-            labels = labels_pool.setdefault(tuple(labels.items()), labels)
-            if len(out) == _POOL_PROBE and len(labels_pool) > _POOL_PROBE // 2:
-                labels_pool = None
-        severity = signal.severity
-        append(
-            Signal(
-                signal.id,
-                signal.ts,
-                share(signal.source, signal.source),
-                share(signal.name, signal.name),
-                labels,
-                share(severity, severity) if severity is not None else None,
-                signal.value,
-                signal.line,
-            )
-        )
-    return out
+    """Read and pool signals once, for callers that replay the same signals more than once (the CLI's compare). A
+    reader with its own pool (SignalReader(pool=...)) has already shared them: wrap its output in Pooled instead."""
+    return Pooled(SignalPool().share_all(signals))
 
 
 def ingest(
@@ -332,8 +296,8 @@ def ingest(
     """Stage 1. Keep the signals inside `window` (both ends included), sort them by (ts, id), normalize them as the
     policy says, then keep those whose labels equal every `scope` value. The digest covers the selected signals as
     they came in, before normalization: two policies replayed over the same evidence report the same digest."""
-    # A Pooled list was already through _pooled (one parse feeding several replays): copy it, since ingest sorts.
-    raw = list(signals) if isinstance(signals, Pooled) else _pooled(signals)
+    # A Pooled list was already shared (one parse feeding several replays): copy it, since ingest sorts.
+    raw = list(signals) if isinstance(signals, Pooled) else SignalPool().share_all(signals)
     count = len(raw)
     if window is not None:
         start, end = window

@@ -64,6 +64,23 @@ class IdSet:
             self._grow()
         return True
 
+    def add_new(self, items: list[str]) -> bool:
+        """Add every item when none is here yet and no two are equal; otherwise add nothing and return False (the
+        reader's bulk path: a piece of lines either passes whole or goes line by line, which words the duplicate)."""
+        digests = [_digest(item) for item in items]
+        if len(set(digests)) != len(digests):
+            return False
+        table = self._table
+        for digest in digests:
+            if table[self._slot(digest)] == digest:
+                return False
+        for digest in digests:
+            self._table[self._slot(digest)] = digest
+            self._count += 1
+            if self._count * _MAX_LOAD_DEN > len(self._table) * _MAX_LOAD_NUM:
+                self._grow()
+        return True
+
     def _grow(self) -> None:
         old = self._table
         self._table = array("Q", [0]) * (2 * len(old))
@@ -91,3 +108,11 @@ class ExactIdSet(set):
         size = len(self)
         super().add(item)
         return len(self) != size
+
+    def add_new(self, items: list[str]) -> bool:
+        """IdSet.add_new: all of `items` or none."""
+        fresh = set(items)
+        if len(fresh) != len(items) or not self.isdisjoint(fresh):
+            return False
+        self.update(fresh)
+        return True

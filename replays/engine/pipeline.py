@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .bundles import Bundle, check_baseline_refs, open_bundle
-from .correlate import ProgressCallback, ReplayResult, pooled, replay
+from .correlate import Pooled, ProgressCallback, ReplayResult, replay
 from .evidence import selection_document, write_evidence
 from .idset import ExactIdSet
 from .policy import Policy, load_policy
 from .report import build_report, report_bytes
-from .signals import Signal, SignalReader
+from .signals import Signal, SignalPool, SignalReader
 
 _GZIP, _ZIP = b"\x1f\x8b", (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -68,12 +68,13 @@ class SignalSource:
             yield from reader.read(handle)
 
     def checked(self) -> tuple[SignalReader, Iterator[Signal]]:
-        """A reader and the signals through it; a bundle's signals must lie in its window, as the upload checks."""
+        """A reader and the signals through it, shared through one pool; a bundle's signals must lie in its window, as
+        the upload checks."""
         # The replay holds every signal anyway, so uniqueness uses a plain set rather than the compact digest table.
         if self.bundle is not None:
-            reader = SignalReader(window=self.window, ids=ExactIdSet())
+            reader = SignalReader(window=self.window, ids=ExactIdSet(), pool=SignalPool())
         else:
-            reader = SignalReader(member=self.path, ids=ExactIdSet())
+            reader = SignalReader(member=self.path, ids=ExactIdSet(), pool=SignalPool())
         return reader, self.read(reader)
 
     def all(self) -> Iterator[Signal]:
@@ -142,7 +143,7 @@ def run_replay(
             baseline = source.baseline
         window = window or source.window
         reader, stream = source.checked()
-        signals = pooled(stream)
+        signals = Pooled(stream)
         error = reader.error()
         if error is not None:
             raise error
