@@ -7,6 +7,8 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 SPEC_HASH_PREFIX = "sha256:"
 
 
@@ -59,6 +61,17 @@ def canonical_json(value: Any) -> bytes:
     except UnicodeEncodeError:
         where = unencodable_path(value) or "$"
         raise CanonicalJSONError(f"{where}: a string holds a lone surrogate, which UTF-8 cannot encode") from None
+
+
+def canonical_text_json(value: str | dict[str, Any]) -> bytes:
+    """canonical_json of a value made of strings only: a str, or a dict whose values are strs or such dicts (a
+    signal's identity). For those orjson with sorted keys writes exactly canonical_json's bytes, several times faster;
+    numbers are left to canonical_json because the two spell exponents differently (1e+16 against 1e16). The caller
+    vouches for the shape; a lone surrogate, which orjson refuses, goes to canonical_json to be worded."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return canonical_json(value)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -26,7 +26,7 @@ import orjson
 
 from .archive import detect_kind
 from .bundles import BUNDLE_KINDS, open_bundle
-from .canonical import canonical_json, sha256_hex
+from .canonical import canonical_json, canonical_text_json, sha256_hex
 from .formats import DEFAULT_LIMITS, Limits, format_timestamp
 from .policy import (
     ALL_LABELS,
@@ -380,6 +380,11 @@ def _fingerprint_hash(obj: Any) -> str:
     return "fp:" + sha256_hex(canonical_json(obj))[:16]
 
 
+def _text_fingerprint_hash(obj: str | dict[str, Any]) -> str:
+    """_fingerprint_hash of an identity made of strings only (see canonical_text_json)."""
+    return "fp:" + sha256_hex(canonical_text_json(obj))[:16]
+
+
 class _Memo(dict[Any, str]):
     """A dict that computes a missing value once: lookups stay C-level subscripts, the hash runs once per identity."""
 
@@ -432,7 +437,13 @@ class Fingerprinter:
     def _hash(self, cache_key: tuple[int, Any]) -> str:
         index, values = cache_key
         fields = self.fields[index]
-        return _fingerprint_hash(values if fields is None else _identity(fields, values))
+        if fields is None:
+            return _text_fingerprint_hash(values)  # a rendered template: a str
+        identity = _identity(fields, values)
+        # Labels, source, name and severity are strs; only a `value` field holds a number, spelt by canonical_json.
+        if all(type(value) is str or value is None for value in values[0]):
+            return _text_fingerprint_hash(identity)
+        return _fingerprint_hash(identity)
 
     def __call__(self, signal: Signal) -> tuple[str, int]:
         for test, key, rule_index in self.rules:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replays.engine import CanonicalJSONError, canonical_json, is_spec_hash, spec_hash
+from replays.engine.canonical import canonical_text_json
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -65,3 +66,18 @@ def test_it_refuses_values_that_have_no_canonical_form(value, problem):
 @pytest.mark.parametrize("bad", ["sha256:abc", "md5:" + "0" * 64, "sha256:" + "G" * 64, 7])
 def test_it_recognises_only_well_formed_spec_hashes(bad):
     assert not is_spec_hash(bad)
+
+
+# Any text a signal may hold: every code point but the lone surrogates the reader refuses.
+signal_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+text_values = st.recursive(signal_text, lambda inner: st.dictionaries(signal_text, inner, max_size=5), max_leaves=12)
+
+
+@given(text_values)
+def test_it_writes_text_only_values_canonically_on_the_fast_path(value):
+    assert canonical_text_json(value) == canonical_json(value)
+
+
+def test_it_words_a_lone_surrogate_on_the_fast_path_as_canonical_json_does():
+    with pytest.raises(CanonicalJSONError, match="lone surrogate"):
+        canonical_text_json({"labels": {"pop": "\ud800"}})
