@@ -12,7 +12,6 @@ templates and fingerprints are compiled or memoized once per policy, never per s
 from __future__ import annotations
 
 import bisect
-import gc
 import hashlib
 import operator
 import os
@@ -28,6 +27,7 @@ from .archive import detect_kind
 from .bundles import BUNDLE_KINDS, open_bundle
 from .canonical import canonical_json, canonical_text_json, sha256_hex
 from .formats import DEFAULT_LIMITS, Limits, format_timestamp
+from .gcpause import paused_gc
 from .policy import (
     ALL_LABELS,
     ActionRule,
@@ -960,11 +960,7 @@ def replay(
             # A naive time would be read in the local time zone: the same call would differ from host to host.
             raise ValueError("window times must be timezone-aware")
         window = (window[0].astimezone(UTC), window[1].astimezone(UTC))
-    # The cyclic GC would rescan the million small dicts and tuples of a big window again and again while they are
-    # built; none of them forms a cycle, so it is paused for the run (reference counting still frees as usual).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         progress("ingest", "started", {})
         ingested = ingest(policy, signals, scope=scope, window=window)
         progress("ingest", "finished", {"signals_in": ingested.signals_in, "signals_selected": len(ingested.signals)})
@@ -990,9 +986,6 @@ def replay(
             spec_hash=policy.spec_hash,
             fingerprints=dict(zip([s.id for s in correlated.signals], correlated.fingerprints, strict=True)),
         )
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def replay_file(

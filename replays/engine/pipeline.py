@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from .bundles import Bundle, check_baseline_refs, open_bundle
 from .correlate import Pooled, ProgressCallback, ReplayResult, replay
 from .evidence import selection_document, write_evidence
+from .gcpause import paused_gc
 from .idset import ExactIdSet
 from .policy import Policy, load_policy
 from .report import build_report, report_bytes
@@ -138,7 +140,8 @@ def run_replay(
     compare_policy = load_policy(compare) if compare is not None else None
     progress = on_progress or _silent
     source = SignalSource(signals_path)
-    try:
+    # Reading is the part that builds the most objects: the cyclic GC is paused from it on, not only in replay().
+    with paused_gc(), closing(source):
         if baseline is None:
             baseline = source.baseline
         window = window or source.window
@@ -185,5 +188,3 @@ def run_replay(
             evidence=evidence_bytes,
             evidence_sha256=evidence_sha,
         )
-    finally:
-        source.close()

@@ -8,7 +8,6 @@ the report's canonical JSON without that key. docs/report-format.md documents ev
 
 from __future__ import annotations
 
-import gc
 import heapq
 import operator
 from collections import Counter
@@ -30,6 +29,7 @@ from .diffs import (
     result_set,
 )
 from .formats import format_timestamp
+from .gcpause import paused_gc
 from .highlights import HIGHLIGHT_LIMIT, Namer, arrow, build_highlights
 from .highlights import plural as _plural
 from .timeline import SignalProfile
@@ -253,15 +253,8 @@ def build_report(
     signals      the signals replayed, read once more (an iterable of Signal): the timeline, counts by source and the
                  names highlights use come from them; without it those parts are left empty
     """
-    # As in correlate.replay: the cyclic GC would rescan the result's hundreds of thousands of small objects each
-    # time the diffs build more; nothing here forms a cycle, so it is paused (reference counting still frees).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():  # the diffs build hundreds of thousands of small objects; none forms a cycle
         return _build_report(result, policy_spec, baseline, compare, compare_spec, signals)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _build_report(
