@@ -276,10 +276,14 @@ class SignalPool:
         self.labels: dict[tuple[tuple[str, str], ...], dict[str, str]] | None = {}
         self.strings: dict[str, str] = {}
         self.seen = 0
+        self.probed = False
 
     def probe(self) -> None:
-        if self.labels is not None and self.seen >= self.PROBE and len(self.labels) > self.PROBE // 2:
-            self.labels = None
+        """Once PROBE signals were seen, judge once and for all whether sharing label sets pays."""
+        if not self.probed and self.seen >= self.PROBE:
+            self.probed = True
+            if self.labels is not None and len(self.labels) > self.PROBE // 2:
+                self.labels = None
 
     def share(self, signal: Signal) -> Signal:
         """`signal` with its labels and strings replaced by the pool's equal ones."""

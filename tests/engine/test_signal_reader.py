@@ -172,3 +172,28 @@ def test_it_reports_a_line_longer_than_the_limit_once_and_reads_on():
     assert bulk == reference
     assert [s.id for s in bulk["signals"]] == ["sig-1", "sig-2"]
     assert bulk["error"][1] == [2, 4]
+
+
+def test_it_judges_whether_pooling_pays_once_at_the_probe(monkeypatch):
+    monkeypatch.setattr(SignalPool, "PROBE", 50)
+    few = [line(n, labels={"pop": f"POP-{n % 3}"}) for n in range(60)]  # 3 label sets by the probe: pooling pays
+    many = [line(1000 + n, labels={"host": f"h-{n}"}) for n in range(200)]  # then more sets than PROBE // 2
+    again = [line(5000 + n, labels={"pop": "POP-1"}) for n in range(100)]
+    pool = SignalPool()
+    signals = list(
+        SignalReader(pool=pool, limits=dataclasses.replace(DEFAULT_LIMITS, max_line_bytes=1024)).read(
+            io.BytesIO(b"\n".join(few + many + again) + b"\n")
+        )
+    )
+    assert pool.labels is not None
+    assert len({id(signal.labels) for signal in signals[-100:]}) == 1
+
+
+def test_it_stops_pooling_label_sets_that_are_mostly_unique(monkeypatch):
+    monkeypatch.setattr(SignalPool, "PROBE", 50)
+    unique = [line(n, labels={"host": f"h-{n}"}) for n in range(300)]
+    pool = SignalPool()
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_line_bytes=1024)  # pieces of a few lines: the probe is in one
+    signals = list(SignalReader(pool=pool, limits=limits).read(io.BytesIO(b"\n".join(unique) + b"\n")))
+    assert pool.labels is None
+    assert len(signals) == 300
