@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -117,11 +117,12 @@ class Incident:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Suppressed:
+class Suppressed(NamedTuple):
     """A signal kept out of correlation: `reason` is dedup, silence, threshold or inhibit; `rule` the rule's name.
 
     `by` is the signal id that caused it, when there is one: the kept original of a duplicate, the inhibiting source.
+    A NamedTuple rather than a frozen dataclass: a window suppresses most of its million signals, and this is half
+    the cost to build.
     """
 
     signal: str
@@ -256,6 +257,51 @@ def _normalizer(policy: Policy) -> Callable[[Signal], Signal]:
     return normalize
 
 
+_MEMO_PROBE = 50_000  # signals normalized before judging whether remembering normalized label sets pays
+
+
+def _normalize_all(normalize: Callable[[Signal], Signal], signals: list[Signal]) -> list[Signal]:
+    """[normalize(s) for s in signals], with each part of the result computed once for its inputs.
+
+    A normalized signal's labels depend only on its source and labels, its name on source and name, its severity on
+    source and severity (_compile_mapping maps each on its own), so each part is remembered under those inputs from
+    the first signal that needed it. Pooled signals share their label dicts (SignalPool), so the labels memo is keyed
+    by the dict's id(), safe because `signals` keeps every dict alive meanwhile. That matters downstream more than
+    here: signals with equal labels come out sharing one normalized dict (never changed afterwards), where each
+    renamed or dropped label used to give every signal a dict of its own, which cost memory and defeated the
+    fingerprint's memo of sorted label sets. When label sets are mostly unique (no pool), the labels memo would only
+    cost memory, so past a probe it is no longer filled.
+    """
+    label_memo: dict[tuple[int, str], dict[str, str]] = {}
+    name_memo: dict[tuple[str, str], str] = {}
+    severity_memo: dict[tuple[str, str | None], str | None] = {}
+    remember = True
+    out: list[Signal] = []
+    append = out.append
+    make = tuple.__new__
+    for position, signal in enumerate(signals):
+        if position == _MEMO_PROBE and len(label_memo) > _MEMO_PROBE // 2:
+            remember = False
+            label_memo.clear()
+        source, name, labels, severity = signal.source, signal.name, signal.labels, signal.severity
+        label_key, name_key, severity_key = (id(labels), source), (source, name), (source, severity)
+        new_labels = label_memo.get(label_key)
+        new_name = name_memo.get(name_key)
+        new_severity = severity_memo.get(severity_key, signal)  # the signal itself: not known yet (None is a value)
+        if new_labels is None or new_name is None or new_severity is signal:
+            normal = normalize(signal)
+            new_name = name_memo[name_key] = normal.name
+            new_severity = severity_memo[severity_key] = normal.severity
+            new_labels = normal.labels
+            if remember:
+                label_memo[label_key] = new_labels
+        if new_labels is labels and new_name is name and new_severity is severity:
+            append(signal)
+        else:
+            append(make(Signal, (signal.id, signal.ts, source, new_name, new_labels, new_severity, *signal[6:])))
+    return out
+
+
 _DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 _DIGEST_CHUNK = 16384
 
@@ -303,8 +349,7 @@ def ingest(
         start, end = window
         raw = [signal for signal in raw if start <= signal.ts <= end]
     raw.sort(key=_TS_ID)
-    normalize = _normalizer(policy)
-    normal = [normalize(signal) for signal in raw]
+    normal = _normalize_all(_normalizer(policy), raw)
     if scope:
         items = tuple(sorted(scope.items()))
         chosen = [i for i, signal in enumerate(normal) if all(signal.labels.get(k) == v for k, v in items)]
@@ -397,6 +442,36 @@ class _Memo(dict[Any, str]):
         return value
 
 
+_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_CONTENT_PROBE = 50_000  # signals seen before judging whether remembering per content pays
+_UNKNOWN = object()
+
+
+def by_content(compute: Callable[[Signal], Any], signals: list[Signal]) -> list[Any]:
+    """[compute(s) for s in signals], for a `compute` that reads only a signal's labels, source, name and severity:
+    computed once per distinct content and looked up for the rest.
+
+    Signals normalized from pooled ones share their label dicts (SignalPool, _normalize_all), so a million signals
+    hold tens of thousands of contents; the memo is keyed by the labels dict's id(), safe because `signals` keeps
+    every dict alive meanwhile. Unpooled signals (every dict its own) would only fill the memo, so when the probe
+    finds contents mostly distinct the rest is computed signal by signal.
+    """
+    memo: dict[tuple[int, str, str, str | None], Any] = {}
+    get = memo.get
+    out: list[Any] = []
+    append = out.append
+    for position, signal in enumerate(signals):
+        if position == _CONTENT_PROBE and len(memo) > _CONTENT_PROBE // 2:
+            out.extend(map(compute, signals[position:]))
+            break
+        key = (id(signal.labels), signal.source, signal.name, signal.severity)
+        value = get(key, _UNKNOWN)
+        if value is _UNKNOWN:
+            value = memo[key] = compute(signal)
+        append(value)
+    return out
+
+
 class Fingerprinter:
     """signal -> (fingerprint, rule name). The first rule whose matchers match decides, else the default fields.
     Fingerprints are memoized by identity key: a window holds far fewer identities than signals."""
@@ -421,6 +496,8 @@ class Fingerprinter:
         self.names.append("default")
         self.fields.append(policy.fingerprint_default)
         self.memo = _Memo(self._hash)
+        # Templates may only name source, name, severity and labels; so only a `value` field reads beyond content.
+        self.reads_value = any(fields is not None and "value" in fields for fields in self.fields)
 
     @staticmethod
     def _template_key(template: Template) -> Callable[[Signal], str]:
@@ -636,43 +713,76 @@ def correlate(policy: Policy, ingested: Ingested) -> Correlated:
     signals = ingested.signals
     fingerprint = Fingerprinter(policy)
     rule_names = fingerprint.names
-    fingerprints, rule_of = fingerprint.assign(signals)
     rank = policy.severity_rank()
     silences = [(silence.name, _silence_check(silence)) for silence in policy.silences]
     thresholds = [(threshold.name, _threshold_check(threshold, rank)) for threshold in policy.thresholds]
+    threshold_hits: list[str | None] | None = None
+    if not fingerprint.reads_value and not any(t.below is not None or t.baselines for t in policy.thresholds):
+        # Fingerprint and threshold verdict both follow from a signal's content: computed once per distinct content.
+        def decide(signal: Signal) -> tuple[str, int, str | None]:
+            found, rule = fingerprint(signal)
+            return found, rule, next((name for name, drops in thresholds if drops(signal)), None)
+
+        decided = by_content(decide, signals)
+        fingerprints = list(map(_FIRST, decided))
+        rule_of = list(map(_SECOND, decided))
+        threshold_hits = list(map(_THIRD, decided))
+    else:
+        fingerprints, rule_of = fingerprint.assign(signals)
+    make = tuple.__new__
+
+    # Silences, then thresholds. A silenced signal still fires (it may inhibit); one under a threshold does not.
+    suppressed: list[tuple[int, Suppressed]]
+    firing: list[int]  # all but the signals under a threshold: the inhibition sources
+    if not silences and threshold_hits is not None:
+        # Most of a window stops at a threshold: the verdicts are known, so no loop runs over those signals.
+        suppressed = [
+            (position, make(Suppressed, (signals[position].id, "threshold", hit, None)))
+            for position, hit in enumerate(threshold_hits)
+            if hit is not None
+        ]
+        firing = [position for position, hit in enumerate(threshold_hits) if hit is None]
+        candidates = firing
+    else:
+        suppressed, firing, candidates = [], [], []
+        for position, signal in enumerate(signals):
+            hit = None
+            for name, check in silences:
+                if check(signal):
+                    hit = name
+                    break
+            if hit is not None:
+                suppressed.append((position, make(Suppressed, (signal.id, "silence", hit, None))))
+                firing.append(position)
+                continue
+            if threshold_hits is not None:
+                hit = threshold_hits[position]
+            else:
+                for name, drops in thresholds:
+                    if drops(signal):
+                        hit = name
+                        break
+            if hit is not None:
+                suppressed.append((position, make(Suppressed, (signal.id, "threshold", hit, None))))
+                continue
+            firing.append(position)
+            candidates.append(position)
+
+    # Dedup counts from the last kept copy: a steady stream of re-emissions keeps one per window. Duplicates share a
+    # fingerprint, or the dedup fields' key (built only for signals that reach dedup).
     dedup_span = timedelta(seconds=policy.dedup_window_s)
-    # Duplicates share a fingerprint, or the dedup fields' key (built only for signals that reach dedup).
     dedup_key = _key_function(policy.dedup_fields, fingerprint.label_keys) if policy.dedup_fields is not None else None
     last_kept: dict[Any, tuple[datetime, str]] = {}
     last_get = last_kept.get
-    suppressed: list[tuple[int, Suppressed]] = []
     kept: list[int] = []
-    firing: list[int] = []  # all but the signals under a threshold: the inhibition sources
-    for position, signal in enumerate(signals):
-        hit = None
-        for name, check in silences:
-            if check(signal):
-                hit = name
-                break
-        if hit is not None:
-            suppressed.append((position, Suppressed(signal.id, "silence", hit)))
-            firing.append(position)
-            continue
-        for name, drops in thresholds:
-            if drops(signal):
-                hit = name
-                break
-        if hit is not None:
-            suppressed.append((position, Suppressed(signal.id, "threshold", hit)))
-            continue
-        firing.append(position)
-        # Dedup counts from the last kept copy: a steady stream of re-emissions keeps one per window.
+    for position in candidates:
+        signal = signals[position]
         same = fingerprints[position] if dedup_key is None else dedup_key(signal)
         previous = last_get(same)
         ts = signal.ts
         if previous is not None and ts - previous[0] <= dedup_span:
             rule = rule_names[rule_of[position]] if policy.dedup_fields is None else "dedup"
-            suppressed.append((position, Suppressed(signal.id, "dedup", rule, previous[1])))
+            suppressed.append((position, make(Suppressed, (signal.id, "dedup", rule, previous[1]))))
         else:
             last_kept[same] = (ts, signal.id)
             kept.append(position)

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replays.engine import Invalid, write_bundle
+from replays.engine import correlate as correlate_module
 from replays.engine import signals as signals_module
 from replays.engine.canonical import canonical_json, sha256_hex
 from replays.engine.correlate import ReplayResult, fingerprint_of, replay, replay_file, signals_digest
@@ -755,6 +756,40 @@ def test_it_gives_the_same_result_whatever_the_input_order(rows, rnd):
     assert replay(RICH, signals).as_dict(fingerprints=True) == first.as_dict(fingerprints=True)
     # every selected signal is either suppressed or a member of exactly one episode (no routes, no continue)
     assert first.stats["signals_selected"] == first.stats["signals_suppressed"] + first.stats["signals_correlated"]
+
+
+CONTENT_DECIDED = policy(
+    normalize={
+        "rename_labels": {"host": "node"},
+        "sources": {"dns": {"drop_labels": ["pop"], "default_severity": "info"}},
+    },
+    fingerprint={
+        "rules": [
+            {"name": "by-pop", "matchers": [m("pop", "=~", "A|B")], "fields": ["source", "labels.pop"]},
+            {"name": "tmpl", "matchers": [m("source", "=", "bgp")], "template": "{name}/{labels.node}"},
+        ],
+    },
+    dedup={"window_s": 3},
+    suppression={
+        "thresholds": [{"name": "warn-up", "min_severity": "warning", "matchers": [m("source", "!=", "bgp")]}]
+    },
+    correlation={"group_by": ["source", "pop"], "window_s": 60, "joins": [JOIN]},
+)
+
+
+@pytest.mark.parametrize("spec", [CONTENT_DECIDED, RICH, tightened_policy()], ids=["content", "values", "tightened"])
+@given(rows=st.lists(signal_st, max_size=40))
+def test_it_decides_each_content_once_with_the_result_of_deciding_each_signal(spec, rows):
+    # ingest pools the signals, so equal label sets share one dict: the memos key on it, by source and name too.
+    signals = [
+        sig(at, name, source, severity, value, id=f"x{n:03d}", **labels)
+        for n, (at, name, source, severity, labels, value) in enumerate(rows)
+    ]
+    remembered = replay(spec, signals).as_dict(fingerprints=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(correlate_module, "by_content", lambda compute, items: [compute(item) for item in items])
+        patch.setattr(correlate_module, "_normalize_all", lambda normalize, items: [normalize(item) for item in items])
+        assert replay(spec, signals).as_dict(fingerprints=True) == remembered
 
 
 _SCRIPT = """
