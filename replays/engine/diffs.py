@@ -130,6 +130,7 @@ def action_entry(action: Any) -> dict[str, Any]:
     }
 
 
+_SIGNAL, _REASON_RULE = operator.attrgetter("signal"), operator.attrgetter("reason", "rule")
 MAX_BY_CHAIN = 64  # a suppressed signal's `by` chain longer than this is not followed (correlate makes them short)
 
 
@@ -153,7 +154,8 @@ def accounted(result: Any) -> dict[str, tuple[str, ...]]:
 def result_set(result: Any) -> IncidentSet:
     """A ReplayResult as an IncidentSet, each incident holding the signals it accounts for (see `accounted`)."""
     members = accounted(result)
-    suppressed = {item.signal: (item.reason, item.rule) for item in result.suppressed}
+    # A window suppresses most of its signals: built in C (Suppressed is a NamedTuple: signal, reason, rule, by).
+    suppressed = dict(zip(map(_SIGNAL, result.suppressed), map(_REASON_RULE, result.suppressed), strict=True))
     actions = {
         incident.key: tuple(action_entry(action) for action in incident.actions) for incident in result.incidents
     }

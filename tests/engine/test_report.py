@@ -280,6 +280,27 @@ def test_it_counts_signals_per_ten_second_bucket_by_source_and_by_incident():
     ]
 
 
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 239), st.sampled_from([None, ("dedup", "dedup"), ("threshold", "floor")])),
+        min_size=1,
+        max_size=30,
+    ),
+    members=st.integers(0, 5),
+)
+def test_it_draws_the_same_timeline_from_signals_in_time_order_or_not(rows, members):
+    signals = [signal(f"s{n:02d}", at=at) for n, (at, _) in enumerate(rows)]
+    suppressed = {f"s{n:02d}": why for n, (_, why) in enumerate(rows) if why is not None}
+    members = [s.id for s in signals[:members] if s.id not in suppressed]
+    replayed = result({"r-1": members} if members else {}, suppressed=suppressed)
+    in_order = sorted(signals, key=lambda s: (s.ts, s.id))
+
+    timelines = [build_report(replayed, policy_spec=SPEC, signals=order)["timeline"] for order in (signals, in_order)]
+
+    assert timelines[0] == timelines[1]
+    assert sum(item["signals"] for item in timelines[0]["suppressed"]["items"]) == len(suppressed)
+
+
 def test_it_leaves_signals_outside_a_scoped_selection_off_the_timeline():
     signals = [signal("s1", at=5), signal("elsewhere", at=5, pop="POP-31")]
 
