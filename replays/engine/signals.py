@@ -274,6 +274,7 @@ class SignalPool:
 
     def __init__(self) -> None:
         self.labels: dict[tuple[tuple[str, str], ...], dict[str, str]] | None = {}
+        self.by_text: dict[bytes, dict[str, str]] = {}  # the reader's bulk path: raw label JSON -> pooled dict
         self.strings: dict[str, str] = {}
         self.seen = 0
         self.probed = False
@@ -284,6 +285,18 @@ class SignalPool:
             self.probed = True
             if self.labels is not None and len(self.labels) > self.PROBE // 2:
                 self.labels = None
+                self.by_text = {}
+
+    def labels_of(self, text: bytes) -> dict[str, str] | None:
+        """The pooled labels dict of one raw labels object, decoded against the contract; None when it breaks it
+        (the reader then goes line by line and words why)."""
+        assert self.labels is not None
+        try:
+            labels = _decode_labels(text)
+        except (msgspec.MsgspecError, ValueError):
+            return None
+        labels = self.by_text[text] = self.labels.setdefault(tuple(labels.items()), labels)
+        return labels
 
     def share(self, signal: Signal) -> Signal:
         """`signal` with its labels and strings replaced by the pool's equal ones."""
@@ -314,6 +327,12 @@ def _text_type(shortest: int, longest: int) -> Any:
     return Annotated[str, msgspec.Meta(min_length=shortest, max_length=longest)]
 
 
+_Labels = Annotated[
+    dict[_text_type(1, _MAX_LABEL_KEY), _text_type(0, _MAX_LABEL_VALUE)],  # type: ignore[valid-type]
+    msgspec.Meta(max_length=_MAX_LABELS),
+]
+
+
 class _WireSignal(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The signal contract as msgspec types, for the reader's bulk path. A line it accepts, the reference check
     (_parse_signal_slowly) accepts too; what it refuses goes line by line, where the reference check words why.
@@ -323,16 +342,21 @@ class _WireSignal(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     ts: Annotated[datetime, msgspec.Meta(tz=True)]
     source: _text_type(1, 64)  # type: ignore[valid-type]
     name: _text_type(1, 256)  # type: ignore[valid-type]
-    labels: Annotated[
-        dict[_text_type(1, _MAX_LABEL_KEY), _text_type(0, _MAX_LABEL_VALUE)],  # type: ignore[valid-type]
-        msgspec.Meta(max_length=_MAX_LABELS),
-    ]
+    labels: _Labels
     severity: Literal["debug", "info", "warning", "error", "critical"] = None  # type: ignore[assignment]
     value: int | float = None  # type: ignore[assignment]
 
 
+class _RawLabelsWireSignal(_WireSignal, forbid_unknown_fields=True, gc=False):
+    """_WireSignal with its labels left as raw JSON text, for SignalPool.labels_of to decode once per distinct text."""
+
+    labels: msgspec.Raw  # type: ignore[assignment]
+
+
 assert _WireSignal.__annotations__ and set(SEVERITIES) == {"debug", "info", "warning", "error", "critical"}
 _decode_wires = msgspec.json.Decoder(list[_WireSignal]).decode
+_decode_raw_wires = msgspec.json.Decoder(list[_RawLabelsWireSignal]).decode
+_decode_labels = msgspec.json.Decoder(_Labels).decode
 # The timestamps both readings agree on: UTC (Z) with at most six fraction digits. msgspec would also take a space
 # for the T, an offset without a colon, and round (not truncate) longer fractions; such lines go line by line.
 _PLAIN_TS = re.compile(rb'"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?[Zz]"')
@@ -435,48 +459,49 @@ class SignalReader:
             body = piece[:-1]
         else:
             body, lines = piece, lines + 1
+        pool = self.pool
+        if pool is not None:
+            pool.probe()
+        # With a label pool, labels come as their raw JSON text, and each distinct text is decoded and pooled once:
+        # a million signals repeat a few thousand label sets, and hashing one bytes object is far cheaper than
+        # decoding a dict and hashing its items.
+        by_text = pool.by_text if pool is not None and pool.labels is not None else None
         try:
             # One array of the lines: a line end inside an object, or two objects on a line, is no longer valid JSON,
             # and a line end inside a string (invalid for the line reader too) leaves fewer objects than lines.
-            wires = _decode_wires(b"[" + body.replace(b"\n", b",") + b"]")
+            array = b"[" + body.replace(b"\n", b",") + b"]"
+            wires = _decode_raw_wires(array) if by_text is not None else _decode_wires(array)
         except (msgspec.MsgspecError, ValueError):
             return None
         if len(wires) != lines or len(_PLAIN_TS.findall(piece)) != lines:
             return None
         number = self.lines
-        pool = self.pool
         out: list[Signal] = []
         append = out.append
         make = tuple.__new__
         pairs = 0  # quoted strings beyond the nine every signal has (id, ts, source, name, labels: keys and values)
         named_ts = False  # a label called "ts" could stand in for a malformed ts in the timestamp count
-        if pool is not None:
-            pool.probe()
-        # Without a pool, strings are still shared within the piece: cheaper than a branch per field.
-        shared = pool.labels if pool is not None else None
+        # Without a pool, strings are still shared within the piece: cheaper than a branch per field. (msgspec gives
+        # each severity, a Literal, as one shared str already.)
         share = pool.strings.setdefault if pool is not None else {}.setdefault
         for wire in wires:
             labels, severity, value = wire.labels, wire.severity, wire.value
+            if by_text is not None:
+                text = bytes(labels)
+                labels = by_text.get(text)
+                if labels is None:
+                    labels = pool.labels_of(text)  # type: ignore[union-attr]
+                    if labels is None:
+                        return None
             number += 1
             pairs += 2 * len(labels) + (severity is not None) * 2 + (value is not None)
             if "ts" in labels:
                 named_ts = True
-            if shared is not None:
-                labels = shared.setdefault(tuple(labels.items()), labels)
             source, name = wire.source, wire.name
             append(
                 make(
                     Signal,
-                    (
-                        wire.id,
-                        wire.ts,
-                        share(source, source),
-                        share(name, name),
-                        labels,
-                        share(severity, severity) if severity is not None else None,
-                        value,
-                        number,
-                    ),
+                    (wire.id, wire.ts, share(source, source), share(name, name), labels, severity, value, number),
                 )
             )
         if named_ts or piece.count(b'"') != 2 * (9 * lines + pairs):

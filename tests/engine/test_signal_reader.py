@@ -159,9 +159,10 @@ def test_it_shares_equal_label_sets_and_strings_through_the_pool():
 
 
 @pytest.mark.parametrize("odd", ODD_LINES[:-3], ids=[f"odd{n}" for n in range(len(ODD_LINES) - 3)])
-def test_it_words_an_odd_line_in_a_clean_piece_as_the_line_reader_does(odd):
+@pytest.mark.parametrize("pool", [False, True], ids=["unpooled", "pooled"])
+def test_it_words_an_odd_line_in_a_clean_piece_as_the_line_reader_does(odd, pool):
     data = b"\n".join([line(1), line(2), odd, line(3)]) + b"\n"
-    bulk, reference = read_both(data, window=WINDOW)
+    bulk, reference = read_both(data, window=WINDOW, pool=pool)
     assert bulk == reference
     assert bulk["lines"] == 4 + odd.count(b"\n")
 
