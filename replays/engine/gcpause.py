@@ -21,4 +21,9 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if collecting:
+            # Switched back on as is, the collector's next young-generation pass would walk every object made in
+            # the block (all still counted young): a fifth of a second per million. freeze() + unfreeze() file them
+            # with the old generation instead, which is collected on its own, rarer schedule.
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
