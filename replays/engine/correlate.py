@@ -186,6 +186,9 @@ class Ingested:
     signals: list[Signal]
     signals_in: int
     digest: str
+    # Per signal, the number of its content as read (content_numbers), or None when contents were mostly distinct.
+    # Normalization maps equal contents to equal contents, so these numbers hold for the normalized signals too.
+    contents: list[int] | None = None
 
 
 _TS_ID = operator.itemgetter(1, 0)  # Signal fields ts, id: the one sort order of every stage
@@ -257,20 +260,26 @@ def _normalizer(policy: Policy) -> Callable[[Signal], Signal]:
     return normalize
 
 
-def _normalize_all(normalize: Callable[[Signal], Signal], signals: list[Signal]) -> list[Signal]:
-    """[normalize(s) for s in signals], each distinct content normalized once (by_content).
+def _normalize_all(
+    normalize: Callable[[Signal], Signal], signals: list[Signal], contents: list[int] | None
+) -> list[Signal]:
+    """[normalize(s) for s in signals], each distinct content normalized once (per_content).
 
     That matters downstream more than here: signals with equal labels come out sharing one normalized dict (never
     changed afterwards), where each renamed or dropped label used to give every signal a dict of its own, which cost
     memory and defeated the fingerprint's memo of sorted label sets.
     """
-    parts = by_content(lambda signal: normalize(signal)[2:6], signals)  # source, name, labels, severity
+    if contents is None:
+        return [normalize(signal) for signal in signals]
+
+    def changes(signal: Signal) -> tuple[str, str, dict[str, str], str | None] | None:
+        normal = normalize(signal)
+        return None if normal is signal else normal[2:6]  # source, name, labels, severity
+
     make = tuple.__new__
     return [
-        signal
-        if part[1] is signal.name and part[2] is signal.labels and part[3] is signal.severity
-        else make(Signal, (signal.id, signal.ts, *part, signal.value, signal.line))
-        for signal, part in zip(signals, parts, strict=True)
+        signal if part is None else make(Signal, (signal.id, signal.ts, *part, signal.value, signal.line))
+        for signal, part in zip(signals, per_content(changes, signals, contents), strict=True)
     ]
 
 
@@ -321,14 +330,17 @@ def ingest(
         start, end = window
         raw = [signal for signal in raw if start <= signal.ts <= end]
     raw.sort(key=_TS_ID)
-    normal = _normalize_all(_normalizer(policy), raw)
+    contents = content_numbers(raw)
+    normal = _normalize_all(_normalizer(policy), raw, contents)
     if scope:
         items = tuple(sorted(scope.items()))
         chosen = [i for i, signal in enumerate(normal) if all(signal.labels.get(k) == v for k, v in items)]
         raw = [raw[i] for i in chosen]
         normal = [normal[i] for i in chosen]
+        if contents is not None:
+            contents = [contents[i] for i in chosen]
     digest = signals_digest(raw)
-    return Ingested(normal, count, digest)
+    return Ingested(normal, count, digest, contents)
 
 
 # --- stage 2: deterministic correlation ---------------------------------------------------------------------------
@@ -415,34 +427,34 @@ class _Memo(dict[Any, str]):
 
 
 _FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
-_CONTENT_PROBE = 50_000  # signals seen before judging whether remembering per content pays
-_UNKNOWN = object()
+_REASON = operator.attrgetter("reason")
+_CONTENT_PROBE = 50_000  # signals numbered before judging whether working per content pays
 
 
-def by_content(compute: Callable[[Signal], Any], signals: list[Signal]) -> list[Any]:
-    """[compute(s) for s in signals], for a `compute` that reads only a signal's labels, source, name and severity:
-    computed once per distinct content and looked up for the rest.
+def content_numbers(signals: list[Signal]) -> list[int] | None:
+    """Per signal, the number of its content: (labels, source, name, severity), numbered in order of appearance.
 
-    Signals normalized from pooled ones share their label dicts (SignalPool, _normalize_all), so a million signals
-    hold tens of thousands of contents; the memo is keyed by the labels dict's id(), safe because `signals` keeps
-    every dict alive meanwhile. Unpooled signals (every dict its own) would only fill the memo, so when the probe
-    finds three in four contents distinct the rest is computed signal by signal. (A busy 1M window holds 80k
-    contents, and half its first 50k signals are new contents: the memo still saves most of the work.)
+    Everything normalization, fingerprints and content-only thresholds decide follows from a signal's content, and a
+    window repeats its contents: a busy 1M window holds 80k. So those are decided once per content (per_content) and
+    looked up by number. Pooled signals share equal label dicts (SignalPool), so the labels are keyed by the dict's
+    id(), safe because `signals` keeps every dict alive meanwhile. Unpooled signals (every dict its own) would only
+    fill the table: when three in four of the first _CONTENT_PROBE signals are new contents, this gives None and
+    callers decide signal by signal.
     """
-    memo: dict[tuple[int, str, str, str | None], Any] = {}
-    get = memo.get
-    out: list[Any] = []
-    append = out.append
-    for position, signal in enumerate(signals):
-        if position == _CONTENT_PROBE and len(memo) > _CONTENT_PROBE * 3 // 4:
-            out.extend(map(compute, signals[position:]))
-            break
-        key = (id(signal.labels), signal.source, signal.name, signal.severity)
-        value = get(key, _UNKNOWN)
-        if value is _UNKNOWN:
-            value = memo[key] = compute(signal)
-        append(value)
-    return out
+    numbers: dict[tuple[int, str, str, str | None], int] = {}
+    number = numbers.setdefault
+    head = [number((id(s.labels), s.source, s.name, s.severity), len(numbers)) for s in signals[:_CONTENT_PROBE]]
+    if len(signals) > _CONTENT_PROBE and len(numbers) > _CONTENT_PROBE * 3 // 4:
+        return None
+    return head + [number((id(s.labels), s.source, s.name, s.severity), len(numbers)) for s in signals[_CONTENT_PROBE:]]
+
+
+def per_content(compute: Callable[[Signal], Any], signals: list[Signal], contents: list[int]) -> list[Any]:
+    """[compute(s) for s in signals] for a `compute` that reads only a signal's content, computed once per content
+    number (content_numbers) on its first signal."""
+    first = dict(zip(reversed(contents), range(len(contents) - 1, -1, -1), strict=True))  # content -> first position
+    decided = {content: compute(signals[position]) for content, position in first.items()}
+    return list(map(decided.__getitem__, contents))
 
 
 class Fingerprinter:
@@ -696,7 +708,8 @@ def correlate(policy: Policy, ingested: Ingested) -> Correlated:
             found, rule = fingerprint(signal)
             return found, rule, next((name for name, drops in thresholds if drops(signal)), None)
 
-        decided = by_content(decide, signals)
+        contents = ingested.contents
+        decided = per_content(decide, signals, contents) if contents is not None else list(map(decide, signals))
         fingerprints = list(map(_FIRST, decided))
         rule_of = list(map(_SECOND, decided))
         threshold_hits = list(map(_THIRD, decided))
@@ -812,11 +825,12 @@ def correlate(policy: Policy, ingested: Ingested) -> Correlated:
     for number, name in merges:
         names.setdefault(unions.find(number), set()).add(name)
     roots = sorted(merged)
+    reasons = Counter(map(_REASON, map(_SECOND, suppressed)))
     stats = {
         "signals_suppressed": len(suppressed),
-        "suppressed_silence": sum(1 for _, item in suppressed if item.reason == "silence"),
-        "suppressed_threshold": sum(1 for _, item in suppressed if item.reason == "threshold"),
-        "suppressed_dedup": sum(1 for _, item in suppressed if item.reason == "dedup"),
+        "suppressed_silence": reasons["silence"],
+        "suppressed_threshold": reasons["threshold"],
+        "suppressed_dedup": reasons["dedup"],
         "suppressed_inhibit": inhibited,
         "signals_correlated": len(kept),
         "groups": len(groups),
