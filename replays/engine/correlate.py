@@ -427,7 +427,7 @@ class _Memo(dict[Any, str]):
 
 
 _FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
-_REASON = operator.attrgetter("reason")
+_REASON, _ID = operator.attrgetter("reason"), operator.attrgetter("id")
 _CONTENT_PROBE = 50_000  # signals numbered before judging whether working per content pays
 
 
@@ -1081,7 +1081,7 @@ def replay(
             window=window,
             scope=dict(scope) if scope is not None else None,
             spec_hash=policy.spec_hash,
-            fingerprints=dict(zip([s.id for s in correlated.signals], correlated.fingerprints, strict=True)),
+            fingerprints=dict(zip(map(_ID, correlated.signals), correlated.fingerprints, strict=True)),
         )
 
 

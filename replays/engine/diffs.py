@@ -130,7 +130,8 @@ def action_entry(action: Any) -> dict[str, Any]:
     }
 
 
-_SIGNAL, _REASON_RULE = operator.attrgetter("signal"), operator.attrgetter("reason", "rule")
+_SIGNAL, _BY = operator.attrgetter("signal"), operator.attrgetter("by")
+_REASON_RULE = operator.attrgetter("reason", "rule")
 MAX_BY_CHAIN = 64  # a suppressed signal's `by` chain longer than this is not followed (correlate makes them short)
 
 
@@ -142,7 +143,8 @@ def accounted(result: Any) -> dict[str, tuple[str, ...]]:
     owner = {signal: incident.key for incident in result.incidents for signal in incident.signals}
     by = {item.signal: item.by for item in result.suppressed if item.by is not None}
     extents: dict[str, list[str]] = {incident.key: list(incident.signals) for incident in result.incidents}
-    for item in result.suppressed:
+    # Only duplicates and inhibited signals name a `by`; most suppressed signals (thresholds) are skipped in C.
+    for item in compress(result.suppressed, map(_BY, result.suppressed)):
         cause, steps = item.by, 0
         while cause is not None and cause not in owner and steps < MAX_BY_CHAIN:
             cause, steps = by.get(cause), steps + 1

@@ -305,9 +305,10 @@ def _build_report(
                 for kind in ("tightened", "loosened"):
                     for item in diff["fingerprint"][kind]["items"]:
                         wanted.update(item["sample"])
+        narrowed = result.scope is not None or result.window is not None
         profile = SignalProfile.collect(
             signals,
-            selected=seen,
+            selected=seen if narrowed else None,  # without a scope or sub-window the replay saw every signal
             incident_of=replay_side.member_of(),
             suppressed=replay_side.suppressed,
             wanted=wanted,
