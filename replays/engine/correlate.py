@@ -1075,7 +1075,7 @@ def replay(
         }
         return ReplayResult(
             incidents=incidents,
-            suppressed=[item for _, item in correlated.suppressed],
+            suppressed=list(map(_SECOND, correlated.suppressed)),
             stats=stats,
             signals_digest=ingested.digest,
             window=window,
