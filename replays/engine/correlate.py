@@ -303,14 +303,8 @@ def signals_digest(signals: list[Signal]) -> str:
 
 
 class Pooled(list):
-    """Signals already shared through a SignalPool: replay() takes them as they are, so one parse can feed a replay, a
-    compare replay and the report."""
-
-
-def pooled(signals: Iterable[Signal]) -> Pooled:
-    """Read and pool signals once, for callers that replay the same signals more than once (the CLI's compare). A
-    reader with its own pool (SignalReader(pool=...)) has already shared them: wrap its output in Pooled instead."""
-    return Pooled(SignalPool().share_all(signals))
+    """Signals already shared through a SignalPool (a reader's `pool`): replay() takes them as they are, so one parse
+    can feed a replay, a compare replay and the report."""
 
 
 def ingest(
