@@ -141,10 +141,11 @@ def accounted(result: Any) -> dict[str, tuple[str, ...]]:
     inhibited. Threshold- and silence-suppressed signals have no `by` and belong to no incident. This is what a
     baseline records as an incident's members and suppressed, so both sides are compared on the same footing."""
     owner = {signal: incident.key for incident in result.incidents for signal in incident.signals}
-    by = {item.signal: item.by for item in result.suppressed if item.by is not None}
-    extents: dict[str, list[str]] = {incident.key: list(incident.signals) for incident in result.incidents}
     # Only duplicates and inhibited signals name a `by`; most suppressed signals (thresholds) are skipped in C.
-    for item in compress(result.suppressed, map(_BY, result.suppressed)):
+    caused = list(compress(result.suppressed, map(_BY, result.suppressed)))
+    by = dict(zip(map(_SIGNAL, caused), map(_BY, caused), strict=True))
+    extents: dict[str, list[str]] = {incident.key: list(incident.signals) for incident in result.incidents}
+    for item in caused:
         cause, steps = item.by, 0
         while cause is not None and cause not in owner and steps < MAX_BY_CHAIN:
             cause, steps = by.get(cause), steps + 1
