@@ -26,7 +26,8 @@ from replays.engine.samples import sample_bundle
 # The replay fixtures, imported so they apply here too (media_root and signing_key are autouse).
 from tests.replays.conftest import WINDOW_START, World, media_root, prod, signing_key, upload  # noqa: F401
 
-# About 1 s of replay for a worker on this machine (parse, correlate, report, evidence), and a little over 1 MiB.
+# A few tenths of a second of replay for a worker (parse, correlate, report, evidence), and a little over 1 MiB: the
+# worker-killed tests hold each stage (slow_stages.py) rather than rely on the replay being slow.
 BIG_SIGNALS = 60_000
 
 

@@ -27,7 +27,7 @@ from traceflux.audit import SYSTEM
 
 from .conftest import PrivateRedis, upload_big_bundle
 from .test_worker_killed import running_stage
-from .workers import fleet
+from .workers import SLOW_STAGES, fleet
 
 pytestmark = [
     pytest.mark.faults,
@@ -65,7 +65,7 @@ def test_it_brings_every_replay_to_a_final_state_when_redis_restarts_mid_run(
     stranger = APIClient()
     stranger.credentials(HTTP_AUTHORIZATION="Bearer tfk_nosuchkey_0000000000000000000000000000")
 
-    with fleet(tmp_path, media_root, signing_key, REDIS_URL=private_redis.url(0),
+    with fleet(tmp_path, media_root, signing_key, app=SLOW_STAGES, REDIS_URL=private_redis.url(0),
                CELERY_RESULT_BACKEND=private_redis.url(1)) as workers:
         workers.start()
         executions = [replay_request_dry_run(incident=prod.incident, artifact=bundle, user=operator)

@@ -38,7 +38,7 @@ from traceflux.audit.models import AuditEvent
 from traceflux.audit.services import audit_verify
 
 from .conftest import upload_big_bundle
-from .workers import TIMEOUT, FaultWorker, Fleet, fleet
+from .workers import SLOW_STAGES, TIMEOUT, FaultWorker, Fleet, fleet
 
 pytestmark = [
     pytest.mark.faults,
@@ -60,15 +60,16 @@ def running_stage(execution: ReplayExecution) -> str | None:
 
 
 def kill_mid_replay(workers: Fleet, execution: ReplayExecution) -> str:
-    """Start a worker, SIGKILL it as soon as the replay shows a stage running (ingest, when the poll sees it), and
-    return that stage. The row is then left `running`, its report not stored: the replay was cut in the middle."""
+    """Start a worker, SIGKILL it as soon as the replay shows a stage running (ingest, when the poll sees it: the
+    SLOW_STAGES workers hold each stage for half a second), and return that stage. The row is then left `running`,
+    its report not stored: the replay was cut in the middle."""
     worker = workers.start()
     execution = workers.wait_for(execution, lambda e: running_stage(e) is not None or e.status in FINAL_STATUSES,
                                  what="a stage to run", poll=0.01)
     stage = running_stage(execution)
     assert stage is not None, (
-        f"replay #{execution.pk} ended {execution.status} before a stage could be caught running: the bundle is too "
-        f"small to interrupt on this machine\n{workers.logs()}"
+        f"replay #{execution.pk} ended {execution.status} before a stage could be caught running, though "
+        f"its worker holds each stage (slow_stages)\n{workers.logs()}"
     )
     worker.kill()
     execution.refresh_from_db()
@@ -116,7 +117,7 @@ def test_it_finishes_a_dry_run_exactly_once_when_its_worker_is_killed_mid_replay
     prod: World, operator, tmp_path, media_root, signing_key, figure
 ):
     bundle = upload_big_bundle(prod)
-    with fleet(tmp_path, media_root, signing_key) as workers:
+    with fleet(tmp_path, media_root, signing_key, app=SLOW_STAGES) as workers:
         execution = replay_request_dry_run(incident=prod.incident, artifact=bundle, user=operator)
         killed_in = kill_mid_replay(workers, execution)
         figure("killed_in_stage", killed_in)
@@ -148,7 +149,7 @@ def test_it_dispatches_an_execute_exactly_once_when_its_worker_is_killed_mid_rep
     assert dry_run.status == ReplayStatus.SUCCEEDED, dry_run.error
     approve_execute(dry_run, operator, approver1, approver2)
 
-    with fleet(tmp_path, media_root, signing_key) as workers:
+    with fleet(tmp_path, media_root, signing_key, app=SLOW_STAGES) as workers:
         execution = replay_request_execute(dry_run=dry_run, user=operator)
         assert execution.status == ReplayStatus.QUEUED, execution.checks
         killed_in = kill_mid_replay(workers, execution)
@@ -185,7 +186,7 @@ def test_it_fails_a_replay_with_a_reason_when_its_killed_worker_is_never_replace
     prod: World, operator, tmp_path, media_root, signing_key, settings, figure
 ):
     bundle = upload_big_bundle(prod)
-    with fleet(tmp_path, media_root, signing_key) as workers:
+    with fleet(tmp_path, media_root, signing_key, app=SLOW_STAGES) as workers:
         execution = replay_request_dry_run(incident=prod.incident, artifact=bundle, user=operator)
         figure("killed_in_stage", kill_mid_replay(workers, execution))
 
@@ -226,7 +227,7 @@ def test_it_writes_again_a_report_cut_short_by_a_worker_killed_while_writing_it(
     evidence_name = storage.save(f"replays/evidence/{expected.evidence_sha256}.tar.gz",
                                  ContentFile(expected.evidence[:100]))
 
-    with fleet(tmp_path, media_root, signing_key) as workers:
+    with fleet(tmp_path, media_root, signing_key, app=SLOW_STAGES) as workers:
         workers.start()
         execution = replay_request_dry_run(incident=prod.incident, artifact=prod.bundle, user=operator)
         execution = workers.wait_for(execution, lambda e: e.status in FINAL_STATUSES, what="a final status")

@@ -68,6 +68,11 @@ class FaultWorker:
         self.signal_group(signal.SIGKILL)  # a pool child left behind by its parent
 
 
+# Workers whose replay stages are held for a moment (slow_stages.py), so that a fault lands mid replay however fast
+# the engine is.
+SLOW_STAGES = "tests.faults.slow_stages"
+
+
 @dataclass
 class Fleet:
     """The workers of one test, all consuming one private queue."""
@@ -75,6 +80,7 @@ class Fleet:
     queue: str
     env: dict[str, str]
     log_dir: Path
+    app: str = "traceflux"  # the -A module: tests.faults.slow_stages holds each replay stage for a moment
     workers: list[FaultWorker] = field(default_factory=list)
 
     def start(self) -> FaultWorker:
@@ -83,7 +89,7 @@ class Fleet:
         log_path = self.log_dir / f"worker-{len(self.workers) + 1}.log"
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "traceflux", "worker", "--pool=prefork", "--concurrency=1",
+                [sys.executable, "-m", "celery", "-A", self.app, "worker", "--pool=prefork", "--concurrency=1",
                  "-Q", self.queue, "-n", node, "--without-heartbeat", "--without-gossip", "--without-mingle",
                  "-l", "INFO"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -117,9 +123,12 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def fleet(tmp_path: Path, media_root: Path, signing_key: Path, **env: str) -> Iterator[Fleet]:
+def fleet(
+    tmp_path: Path, media_root: Path, signing_key: Path, *, app: str = "traceflux", **env: str
+) -> Iterator[Fleet]:
     """A private queue, this process publishing run_replay to it, and workers started on demand; every worker is
-    stopped (or its group killed) and the queue deleted at the end. `env` adds to the workers' environment."""
+    stopped (or its group killed) and the queue deleted at the end. `app` is the workers' -A module; `env` adds to
+    their environment."""
     queue = f"traceflux-fault-{uuid.uuid4().hex[:12]}"
     worker_env = clean_env(
         tmp_path,
@@ -129,7 +138,7 @@ def fleet(tmp_path: Path, media_root: Path, signing_key: Path, **env: str) -> It
         TRACEFLUX_SIGNING_KEY_FILES=str(signing_key),
         **env,
     )
-    started = Fleet(queue=queue, env=worker_env, log_dir=tmp_path)
+    started = Fleet(queue=queue, env=worker_env, log_dir=tmp_path, app=app)
     with celery_on_rabbitmq(queue):
         try:
             yield started
