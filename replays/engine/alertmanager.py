@@ -124,11 +124,14 @@ def parse_matchers(text: str) -> list[Matcher]:
     token: list[str] = []
     inside_quotes = escaped = False
     for char in text:
-        if char == "," and not inside_quotes:
-            tokens.append("".join(token))
-            token = []
-            continue
-        if char == '"':
+        if char == ",":
+            if not inside_quotes:
+                tokens.append("".join(token))
+                token = []
+                continue
+            # Go's `case ','` does nothing else inside quotes: a backslash before the comma still escapes what
+            # follows it (`a="\,",a=` is one token, refused for its unescaped quote).
+        elif char == '"':
             if not escaped:
                 inside_quotes = not inside_quotes
             else:

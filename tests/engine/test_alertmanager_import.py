@@ -101,6 +101,13 @@ def test_it_refuses_an_empty_matcher_between_commas():
         parse_all("a=b,,c=d")
 
 
+def test_it_lets_a_backslash_before_a_quoted_comma_escape_the_next_quote_as_alertmanager_does():
+    # Go's tokenizer leaves its escape flag alone at a comma inside quotes: the quote after `\,` is escaped, so the
+    # whole text is one matcher, and Alertmanager (amtool) refuses it for its unescaped quote.
+    with pytest.raises(MatcherSyntaxError, match='unescaped double quote: "\\\\,",a='):
+        parse_all('a="\\,",a=')
+
+
 # --- Go regexes ---------------------------------------------------------------------------------------------------
 
 
