@@ -343,7 +343,7 @@ class _WireSignal(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     source: _text_type(1, 64)  # type: ignore[valid-type]
     name: _text_type(1, 256)  # type: ignore[valid-type]
     labels: _Labels
-    severity: Literal["debug", "info", "warning", "error", "critical"] = None  # type: ignore[assignment]
+    severity: Literal[SEVERITIES] = None  # type: ignore[assignment,valid-type]
     value: int | float = None  # type: ignore[assignment]
 
 
@@ -353,7 +353,6 @@ class _RawLabelsWireSignal(_WireSignal, forbid_unknown_fields=True, gc=False):
     labels: msgspec.Raw  # type: ignore[assignment]
 
 
-assert _WireSignal.__annotations__ and set(SEVERITIES) == {"debug", "info", "warning", "error", "critical"}
 _decode_wires = msgspec.json.Decoder(list[_WireSignal]).decode
 _decode_raw_wires = msgspec.json.Decoder(list[_RawLabelsWireSignal]).decode
 _decode_labels = msgspec.json.Decoder(_Labels).decode
