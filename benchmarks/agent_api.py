@@ -695,7 +695,7 @@ def main() -> int:
         if args.no_postgres:
             rows.append(("heartbeats, PostgreSQL", "skipped", "--no-postgres"))
         else:
-            why_not = postgres_create(args.postgres, base_env)
+            why_not = postgres_create(args.postgres)
             if why_not:
                 rows.append(("heartbeats, PostgreSQL", "skipped", why_not.splitlines()[-1][:100]))
             else:
@@ -715,7 +715,7 @@ def main() -> int:
                         trouble.append(f"gunicorn log (PostgreSQL server, {redacted(args.postgres)}):")
                         trouble += [f"  {line}" for line in problems[:40]]
                 finally:
-                    postgres_drop(args.postgres, base_env)
+                    postgres_drop(args.postgres)
 
         print_table(rows)
         say(f"Load average at the end: {load_average()} (other work on the machine makes every figure noisier).")

@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import redacted, say, setup_django
-from replay_pipeline import drop_database, recreate_database, tcp_problem
+from harness import postgres_create, postgres_drop, redacted, say, setup_django, unreachable
 from run import Row, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,11 +268,11 @@ def main() -> int:
                         help=f"database URL (default {DEFAULT_POSTGRES}); dropped, created and dropped again here")
     args = parser.parse_args()
 
-    problem = tcp_problem(args.postgres, 5432)
+    problem = unreachable(args.postgres, 5432)
     if problem:
         say(f"skipped: audit-explorer benchmark needs PostgreSQL: {problem}")
         return 0
-    problem = recreate_database(args.postgres)
+    problem = postgres_create(args.postgres)
     if problem:
         say(f"skipped: audit-explorer benchmark needs PostgreSQL: {problem}")
         return 0
@@ -308,7 +307,7 @@ def main() -> int:
                 for line in problems:
                     say(f"  {line}")
     finally:
-        drop_database(args.postgres)
+        postgres_drop(args.postgres)
     return 0
 
 

@@ -7,11 +7,12 @@ only the standard library, so it loads as `harness` next to those scripts and as
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import os
-import shutil
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,37 +97,51 @@ def create_agents(env: dict[str, str], *, environment: dict, agents: list[dict])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def postgres_parts(url: str) -> tuple[list[str], str]:
-    """(createdb/dropdb connection arguments, database name) for a postgres:// URL."""
+def unreachable(url: str, default_port: int) -> str | None:
+    """None when something accepts a TCP connection at the URL's host and port, else why not."""
     parts = urlsplit(url)
-    args = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432), "-U", parts.username or "postgres"]
-    return args, parts.path.lstrip("/")
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return None
+    except OSError as exc:
+        return f"{redacted(url)}: {host}:{port} does not answer ({exc.strerror or exc})"
 
 
-def postgres_create(url: str, env: dict[str, str]) -> str | None:
-    """Create the database `url` names; None when done, else why not. One left by an interrupted run is replaced."""
-    if shutil.which("createdb") is None:
-        return "createdb is not installed"
-    args, name = postgres_parts(url)
+def _maintenance_connect(url: str) -> Any:
+    """A connection to the server's `postgres` database, in autocommit (CREATE/DROP DATABASE cannot run in a
+    transaction)."""
+    import psycopg
+
     parts = urlsplit(url)
-    if parts.password:
-        env = {**env, "PGPASSWORD": parts.password}
-    made = subprocess.run(["createdb", *args, name], env=env, capture_output=True, text=True, timeout=30)
-    if made.returncode != 0 and "already exists" in made.stderr:
-        say(f"  database {name} already exists (left by an interrupted run?): dropping and re-creating it")
-        subprocess.run(["dropdb", "--force", *args, name], env=env, capture_output=True, timeout=30)
-        made = subprocess.run(["createdb", *args, name], env=env, capture_output=True, text=True, timeout=30)
-    if made.returncode != 0:
-        return made.stderr.strip() or f"createdb exited with {made.returncode}"
+    return psycopg.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
+                           user=parts.username or "postgres", password=parts.password, dbname="postgres",
+                           autocommit=True, connect_timeout=5)
+
+
+def _database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise SystemExit(f"refusing database name {name!r}: use lower-case letters, digits and _")
+    return name
+
+
+def postgres_create(url: str) -> str | None:
+    """Create the benchmark's database `url` names, dropping one an interrupted run left; None when done, else why
+    PostgreSQL is skipped."""
+    name = _database_name(url)
+    try:
+        with _maintenance_connect(url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        return f"PostgreSQL at {redacted(url)}: {str(exc).strip().splitlines()[0]}"
     return None
 
 
-def postgres_drop(url: str, env: dict[str, str]) -> None:
-    args, name = postgres_parts(url)
-    parts = urlsplit(url)
-    if parts.password:
-        env = {**env, "PGPASSWORD": parts.password}
-    subprocess.run(["dropdb", "--force", "--if-exists", *args, name], env=env, capture_output=True, timeout=30)
+def postgres_drop(url: str) -> None:
+    with contextlib.suppress(Exception), _maintenance_connect(url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{_database_name(url)}" WITH (FORCE)')
 
 
 def redacted(url: str) -> str:

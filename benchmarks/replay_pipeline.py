@@ -30,9 +30,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from harness import FOREIGN, load_average, percentile, redacted, say, setup_django
+from harness import (
+    FOREIGN,
+    load_average,
+    percentile,
+    postgres_create,
+    postgres_drop,
+    redacted,
+    say,
+    setup_django,
+    unreachable,
+)
 from run import Row, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,16 +67,6 @@ Method:
 # --- services ----------------------------------------------------------------------------------------------------
 
 
-def tcp_problem(url: str, default_port: int) -> str | None:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return None
-    except OSError as exc:
-        return f"{host}:{port} does not answer ({exc.strerror or exc})"
-
-
 def broker_problem(url: str) -> str | None:
     """None when RabbitMQ accepts a connection with these credentials, else why not."""
     from kombu import Connection
@@ -78,41 +77,6 @@ def broker_problem(url: str) -> str | None:
     except Exception as exc:
         return f"{redacted(url)}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return None
-
-
-def maintenance_connect(url: str) -> Any:
-    """A connection to the server's `postgres` database, in autocommit (CREATE/DROP DATABASE cannot run in a
-    transaction)."""
-    import psycopg
-
-    parts = urlsplit(url)
-    return psycopg.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                           user=parts.username or "postgres", password=parts.password, dbname="postgres",
-                           autocommit=True, connect_timeout=5)
-
-
-def database_name(url: str) -> str:
-    name = urlsplit(url).path.lstrip("/")
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise SystemExit(f"refusing database name {name!r}: use lower-case letters, digits and _")
-    return name
-
-
-def recreate_database(url: str) -> str | None:
-    """Drop the benchmark's database if a run left it, and create it. None when done, else why PostgreSQL is skipped."""
-    name = database_name(url)
-    try:
-        with maintenance_connect(url) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        return f"PostgreSQL at {redacted(url)}: {str(exc).strip().splitlines()[0]}"
-    return None
-
-
-def drop_database(url: str) -> None:
-    with contextlib.suppress(Exception), maintenance_connect(url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
 
 
 # --- workers -----------------------------------------------------------------------------------------------------
@@ -294,7 +258,7 @@ def main() -> int:
     args = parser.parse_args()
 
     for what, url, port in (("PostgreSQL", args.postgres, 5432), ("RabbitMQ", args.broker, 5672)):
-        problem = tcp_problem(url, port)
+        problem = unreachable(url, port)
         if problem:
             say(f"skipped: replay-pipeline benchmark needs {what}: {problem}")
             return 0
@@ -302,7 +266,7 @@ def main() -> int:
     if problem:
         say(f"skipped: replay-pipeline benchmark needs RabbitMQ: {problem}")
         return 0
-    problem = recreate_database(args.postgres)
+    problem = postgres_create(args.postgres)
     if problem:
         say(f"skipped: replay-pipeline benchmark needs PostgreSQL: {problem}")
         return 0
@@ -367,7 +331,7 @@ def main() -> int:
                     say(line)
                 return 1
     finally:
-        drop_database(args.postgres)
+        postgres_drop(args.postgres)
     return 0
 
 

@@ -36,7 +36,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,8 +60,8 @@ from harness import (
     percentile,
     postgres_create,
     postgres_drop,
-    redacted,
     say,
+    unreachable,
 )
 from run import Row, print_table
 
@@ -524,16 +523,6 @@ def redis_forget(url: str) -> int:
         client.close()
 
 
-def unreachable(url: str, default_port: int) -> str | None:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return None
-    except OSError as exc:
-        return f"{redacted(url)}: {host}:{port} does not answer ({exc.strerror or exc})"
-
-
 @contextlib.contextmanager
 def machine_lock(timeout: float) -> Iterator[None]:
     """One stress run at a time on this machine: they would share the database name, the key prefix and the CPUs."""
@@ -772,7 +761,7 @@ def stress(args: argparse.Namespace, work: Path) -> tuple[list[Row], bool]:
             rows.append(("services", "FAILS", problem))
             return rows, False
     database = urlsplit(args.postgres).path.lstrip("/")
-    problem = postgres_create(args.postgres, {"PATH": os.environ.get("PATH", "")})
+    problem = postgres_create(args.postgres)
     if problem:
         rows.append(("services", "FAILS", f"createdb {database}: {problem.splitlines()[-1]}"))
         return rows, False
@@ -780,7 +769,7 @@ def stress(args: argparse.Namespace, work: Path) -> tuple[list[Row], bool]:
         redis_forget(args.redis)
         return drive(args, work, rows, database)
     finally:
-        postgres_drop(args.postgres, {"PATH": os.environ.get("PATH", "")})
+        postgres_drop(args.postgres)
         with contextlib.suppress(Exception):
             redis_forget(args.redis)
 
