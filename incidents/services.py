@@ -51,6 +51,7 @@ from .models import (
     posture_problems,
 )
 from .posture import posture_decision
+from .selectors import pipeline_version_for
 from .signals import command_acknowledged, command_expired
 
 User = AbstractBaseUser
@@ -249,7 +250,7 @@ def pipeline_spec_check(*, spec: Any) -> str:
         load_policy(spec)
     except (CanonicalJSONError, FormatError) as exc:
         raise ValidationError({"spec": getattr(exc, "detail", None) or str(exc)}) from exc
-    existing = PipelineVersion.objects.filter(spec_hash=digest).first()
+    existing = pipeline_version_for(digest)
     if existing:
         raise ValidationError({"spec": f"this spec is already pipeline version {existing.label} ({digest})"})
     return digest

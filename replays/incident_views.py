@@ -75,7 +75,6 @@ def _page(request: HttpRequest, incident: Incident, *, status: int = 200, transi
     note_form = note_form or IncidentNoteForm()
     if not inv.may_operate:
         note_form.fields["body"].widget.attrs["disabled"] = True
-    steps = {step.code: step for step in inv.steps}
     context = {
         "inv": inv,
         "incident": incident,
@@ -83,7 +82,6 @@ def _page(request: HttpRequest, incident: Incident, *, status: int = 200, transi
         "agent": incident.source_agent,
         "steps": inv.steps,
         "approval_form": ReasonForm(prefix="approval", auto_id="id_step_%s"),
-        "request_approval_step": steps["request-approval"],
         "transition_forms": forms,
         "transition_problem": _unplaced_errors(transition_form, inv.transitions),
         "note_form": note_form,
