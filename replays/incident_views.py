@@ -27,7 +27,7 @@ from traceflux.statemachine import TransitionError
 
 from . import selectors
 from .forms import IncidentNoteForm, IncidentTransitionForm, ReasonForm
-from .investigation import investigation, may_operate
+from .investigation import investigation
 
 View = Callable[..., HttpResponse]
 
@@ -47,11 +47,6 @@ def _refusals(view: View) -> View:
         return render(request, "replays/incident_refused.html", context, status=status)
 
     return wrapped
-
-
-def _require_operate(request: HttpRequest, incident: Incident) -> None:
-    if not may_operate(user=request.user, incident=incident):
-        raise PermissionDenied(f"you may not operate on incidents in {incident.environment.slug}")
 
 
 def _unplaced_errors(form: Any, shown: list[str]) -> list[str]:
@@ -103,8 +98,7 @@ def investigate(request: HttpRequest, key: str) -> HttpResponse:
 @_refusals
 def transition(request: HttpRequest, key: str) -> HttpResponse:
     """Move the incident one step along its lifecycle, with a reason; back to the page."""
-    incident = selectors.incident_for(user=request.user, key=key)
-    _require_operate(request, incident)
+    incident = selectors.incident_for(user=request.user, key=key, action=selectors.OPERATE)
     form = IncidentTransitionForm(request.POST, auto_id=f"id_{request.POST.get('to', '')}_%s")
     if form.is_valid():
         to = form.cleaned_data["to"]
@@ -123,8 +117,7 @@ def transition(request: HttpRequest, key: str) -> HttpResponse:
 @_refusals
 def add_note(request: HttpRequest, key: str) -> HttpResponse:
     """Add a note to the incident's journal; back to the page."""
-    incident = selectors.incident_for(user=request.user, key=key)
-    _require_operate(request, incident)
+    incident = selectors.incident_for(user=request.user, key=key, action=selectors.OPERATE)
     form = IncidentNoteForm(request.POST)
     if form.is_valid():
         try:

@@ -32,7 +32,7 @@ from incidents.models import (
     PostureDecision,
 )
 from incidents.posture import posture_decision
-from incidents.selectors import OPERATE, can_in_environment, pipeline_versions_for, visible_deployments
+from incidents.selectors import pipeline_versions_for, visible_deployments
 from traceflux.audit.selectors import events_for_targets
 
 from . import selectors, services
@@ -102,11 +102,6 @@ class Investigation:
     notes: list[Any]
     audit_events: list[Any]
     resolved: dict[str, Any] = field(default_factory=dict)  # spec hash → the PipelineVersion it names
-
-
-def may_operate(*, user: Any, incident: Incident) -> bool:
-    """May the user work on this incident (move it, write in its journal)? incidents.operate_environment there."""
-    return can_in_environment(user=user, environment=incident.environment, perm=OPERATE)
 
 
 def next_statuses(incident: Incident) -> list[str]:
@@ -337,7 +332,7 @@ def investigation(*, user: Any, incident: Incident) -> Investigation:
     inv = Investigation(
         incident=incident,
         decisions=decisions,
-        may_operate=may_operate(user=user, incident=incident),
+        may_operate=selectors.may(user=user, environment=incident.environment, action=selectors.OPERATE),
         bundles=[ArtifactRow(a, resolved.get(a.spec_hash)) for a in bundles],
         incident_snapshots=incident_snapshots,
         deployments=deployments,

@@ -15,6 +15,9 @@ from django.http import Http404
 from artifacts.models import Artifact, ArtifactKind
 from incidents.models import Environment, Incident
 from incidents.selectors import (
+    OPERATE as OPERATE_PERM,
+)
+from incidents.selectors import (
     REPLAY_DRY_RUN,
     REPLAY_EXECUTE,
     can_in_environment,
@@ -27,7 +30,9 @@ from .models import ReplayExecution, ReplayMode
 VIEW = "view"
 DRY_RUN = "dry_run"
 EXECUTE = "execute"
-_PERMS = {DRY_RUN: REPLAY_DRY_RUN, EXECUTE: REPLAY_EXECUTE}
+OPERATE = "operate"  # work on an incident itself: move it along its lifecycle, write in its journal
+_PERMS = {DRY_RUN: REPLAY_DRY_RUN, EXECUTE: REPLAY_EXECUTE, OPERATE: OPERATE_PERM}
+_WHAT = {DRY_RUN: "dry-run replays", EXECUTE: "execute replays", OPERATE: "operate on incidents"}
 
 
 def visible_replays(*, user: Any) -> QuerySet[ReplayExecution]:
@@ -37,14 +42,13 @@ def visible_replays(*, user: Any) -> QuerySet[ReplayExecution]:
 
 
 def may(*, user: Any, environment: Environment, action: str) -> bool:
-    """May the user dry-run or execute replays in this environment (which they can see)?"""
+    """May the user dry-run or execute replays, or operate on incidents, in this environment (which they can see)?"""
     return can_in_environment(user=user, environment=environment, perm=_PERMS[action])
 
 
 def require(*, user: Any, environment: Environment, action: str) -> None:
     if not may(user=user, environment=environment, action=action):
-        what = "dry-run" if action == DRY_RUN else "execute"
-        raise PermissionDenied(f"you may not {what} replays in {environment.slug}")
+        raise PermissionDenied(f"you may not {_WHAT[action]} in {environment.slug}")
 
 
 def replay_for(*, user: Any, pk: Any, action: str = VIEW) -> ReplayExecution:
