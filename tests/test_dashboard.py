@@ -75,7 +75,7 @@ def test_it_shows_an_outsider_no_incident(client, demo, outsider):
     assert "incident.opened" not in body
 
 
-def test_it_keeps_events_of_no_environment_for_superusers(client, demo, outsider):
+def test_it_keeps_events_of_no_environment_for_superusers(client, demo):
     # Pipeline versions are global: their audit events carry no environment, so only a superuser sees them here.
     services.pipeline_version_create(label="v9.0.0", spec={"schema": "traceflux.policy/v1", "name": "v9"}, actor=None)
     client.force_login(demo_user("operator"))

@@ -56,7 +56,15 @@ def scrape(client: Client, **headers: str) -> dict[tuple[str, tuple[tuple[str, s
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
+    """A counter's sample, 0 while it has not been counted yet (prometheus-client exports a label set once used)."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def exported(samples: dict, name: str, **labels: str) -> float:
+    """A sample that must be in the scrape (a gauge set on every scrape): absent is a failure, not a zero."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, f"{name}{labels} is not in the scrape"
+    return samples[key]
 
 
 # --- /readyz -----------------------------------------------------------------------------------------------------
@@ -145,7 +153,7 @@ def test_it_exposes_the_metrics_in_prometheus_text_format(client):
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     families = {family.name for family in text_string_to_metric_families(response.content.decode())}
     assert families >= METRIC_NAMES
-    assert value(scrape(client), "traceflux_queue_depth", queue="replays") == 0  # eager: nothing waits
+    assert exported(scrape(client), "traceflux_queue_depth", queue="replays") == 0  # eager: nothing waits
 
 
 @pytest.mark.django_db
@@ -158,8 +166,8 @@ def test_it_counts_a_401_of_the_agent_api_by_group_and_in_the_last_hours_buckets
     counted = "traceflux_http_responses_total"
     assert value(after, counted, group="agent-api", status="401") == value(before, counted, group="agent-api",
                                                                          status="401") + 1
-    assert value(after, "traceflux_agent_api_failures_last_hour", status="401") == 1
-    assert value(after, "traceflux_agent_api_failures_last_hour", status="429") == 0
+    assert exported(after, "traceflux_agent_api_failures_last_hour", status="401") == 1
+    assert exported(after, "traceflux_agent_api_failures_last_hour", status="429") == 0
     assert value(after, counted, group="ops", status="200") >= value(before, counted, group="ops", status="200") + 1
 
 

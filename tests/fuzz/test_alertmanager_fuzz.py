@@ -94,7 +94,8 @@ def test_it_imports_the_configuration_the_mutations_start_from():
 @FUZZ
 @given(text=st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
 def test_it_refuses_random_text_naming_where(text):
-    imported(text)
+    # imported() checks that a refusal names where; random text is accepted only if it is a configuration at all.
+    assert imported(text) is None or ("route" in text and "receivers" in text), text
 
 
 @FUZZ

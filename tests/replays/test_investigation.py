@@ -26,7 +26,6 @@ from .conftest import WINDOW_START, World, approve_execute, run_dry_run, run_exe
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 GUIDE = ("identity", "artifacts", "deployment", "agent-health", "replays", "next-step", "audit-trail")
-BANNERS = ("source-environment", "unknown-spec-hash", "approval-coverage", "auth-failures", "stale-heartbeats")
 
 
 def page_url(incident: Incident) -> str:
