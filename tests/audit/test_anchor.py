@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from io import StringIO
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django.test import override_settings
 
+from tests.audit.tamper import command_output, raw_sql
 from traceflux import audit
 from traceflux.audit import chain
 from traceflux.audit.anchor import audit_anchor_write, read_latest_anchor
@@ -24,25 +22,9 @@ def _events(n: int) -> list[AuditEvent]:
     return [audit.record(action="test.event", data={"i": i}) for i in range(n)]
 
 
-def _command(name: str) -> str:
-    out = StringIO()
-    call_command(name, stdout=out)
-    return out.getvalue().strip()
-
-
-def _raw(sql: str, params: list | None = None) -> None:
-    """Tamper as a DBA would: on PostgreSQL the append-only trigger must be switched off first."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
-        cursor.execute(sql, params or [])
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
-
-
 def _cut_newest(keep: int) -> None:
     """Delete every event after `keep` and rewind the head row to match: invisible to the chain alone."""
-    _raw("DELETE FROM audit_auditevent WHERE seq > %s", [keep])
+    raw_sql("DELETE FROM audit_auditevent WHERE seq > %s", [keep])
     last = AuditEvent.objects.get(seq=keep)
     AuditChainHead.objects.filter(pk=1).update(seq=keep, hash=last.hash)
 
@@ -54,13 +36,13 @@ def _lines() -> list[bytes]:
 @pytest.mark.django_db
 def test_it_detects_the_newest_rows_deleted_after_an_anchor():
     _events(5)
-    assert _command("audit_anchor").startswith("anchored #5 ")
+    assert command_output("audit_anchor").startswith("anchored #5 ")
     _cut_newest(keep=3)
     with override_settings(TRACEFLUX_AUDIT_ANCHOR_FILE=settings.TRACEFLUX_AUDIT_ANCHOR_FILE.with_name("none.jsonl")):
         assert audit_verify().ok, "the chain alone cannot see this cut: that is what the anchor is for"
     with pytest.raises(CommandError, match=r"audit chain broken at seq 4: seq 4 is missing: the anchor #5 of \S+ is "
                        r"beyond the log, which ends at #3") as caught:
-        _command("audit_verify")
+        command_output("audit_verify")
     assert caught.value.returncode == 1
 
 
@@ -68,7 +50,7 @@ def test_it_detects_the_newest_rows_deleted_after_an_anchor():
 def test_it_detects_both_tables_emptied_after_an_anchor():
     _events(2)
     audit_anchor_write()
-    _raw("DELETE FROM audit_auditevent")
+    raw_sql("DELETE FROM audit_auditevent")
     AuditChainHead.objects.filter(pk=1).update(seq=0, hash="")
     result = audit_verify()
     assert (result.ok, result.broken_seq, result.count) == (False, 1, 0)
@@ -83,7 +65,7 @@ def test_it_detects_anchored_rows_replaced_by_new_events():
     _events(2)  # the application writes on: seq 2 and 3 again, validly chained, with other content
     with pytest.raises(CommandError, match=r"audit chain broken at seq 3: hash differs from the anchor #3 of \S+: "
                        r"the event was rewritten or replaced"):
-        _command("audit_verify")
+        command_output("audit_verify")
 
 
 @pytest.mark.django_db
@@ -93,7 +75,7 @@ def test_it_detects_an_anchored_row_rewritten_by_someone_holding_the_key():
     # Rewrite the newest event and re-hash it with the chain key: the chain alone checks out.
     fields = {name: getattr(events[2], name) for name in chain.HASHED_FIELDS} | {"reason": "nothing happened"}
     forged = chain.event_hash(events[1].hash, fields)
-    _raw("UPDATE audit_auditevent SET reason = %s, hash = %s WHERE seq = 3", ["nothing happened", forged])
+    raw_sql("UPDATE audit_auditevent SET reason = %s, hash = %s WHERE seq = 3", ["nothing happened", forged])
     AuditChainHead.objects.filter(pk=1).update(hash=forged)
     result = audit_verify()
     assert (result.ok, result.broken_seq) == (False, 3)
@@ -105,14 +87,14 @@ def test_it_passes_and_names_the_anchor_when_the_chain_extends_it():
     _events(3)
     anchor = audit_anchor_write()
     _events(2)
-    assert _command("audit_verify") == f"audit chain intact: 5 events; anchor #3 of {anchor.anchored_at} matches"
+    assert command_output("audit_verify") == f"audit chain intact: 5 events; anchor #3 of {anchor.anchored_at} matches"
 
 
 @pytest.mark.django_db
 def test_it_reports_the_chain_break_first_and_leaves_the_anchor_unchecked():
     _events(4)
     audit_anchor_write()
-    _raw("UPDATE audit_auditevent SET reason = %s WHERE seq = 2", ["edited"])
+    raw_sql("UPDATE audit_auditevent SET reason = %s WHERE seq = 2", ["edited"])
     result = audit_verify()
     assert (result.ok, result.broken_seq, result.problem) == (False, 2, "content does not match its hash")
     assert result.anchor.endswith("not checked")
@@ -149,10 +131,10 @@ def test_it_has_the_beat_task_write_only_when_the_head_moved():
 
 @pytest.mark.django_db
 def test_it_writes_one_now_from_the_command_even_when_the_head_did_not_move():
-    assert _command("audit_anchor") == "the audit chain is empty: nothing to anchor"
+    assert command_output("audit_anchor") == "the audit chain is empty: nothing to anchor"
     _events(1)
-    _command("audit_anchor")
-    out = _command("audit_anchor")
+    command_output("audit_anchor")
+    out = command_output("audit_anchor")
     assert out.startswith("anchored #1 ") and str(settings.TRACEFLUX_AUDIT_ANCHOR_FILE) in out
     assert len(_lines()) == 2
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
+from tests.audit.tamper import command_output, raw_sql
 from traceflux import audit
 from traceflux.audit.models import AuditEvent, AuditLogImmutable
 from traceflux.audit.services import audit_verify
@@ -16,33 +16,15 @@ def _events(n: int, **extra) -> list[AuditEvent]:
     return [audit.record(action="test.event", data={"i": i, "note": "ü ✓"}, **extra) for i in range(n)]
 
 
-def _verify_output() -> str:
-    from io import StringIO
-
-    out = StringIO()
-    call_command("audit_verify", stdout=out)
-    return out.getvalue()
-
-
-def _raw(sql: str, params: list | None = None) -> None:
-    """Tamper as a DBA would: on PostgreSQL the append-only trigger must be switched off first."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
-        cursor.execute(sql, params or [])
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
-
-
 @pytest.mark.django_db
 def test_it_verifies_a_clean_chain_and_prints_the_count(admin_user):
     _events(5, actor=admin_user)
-    assert _verify_output().startswith("audit chain intact: 5 events; no anchor in ")
+    assert command_output("audit_verify").startswith("audit chain intact: 5 events; no anchor in ")
 
 
 @pytest.mark.django_db
 def test_it_verifies_an_empty_chain():
-    assert _verify_output().startswith("audit chain intact: 0 events; no anchor in ")
+    assert command_output("audit_verify").startswith("audit chain intact: 0 events; no anchor in ")
 
 
 @pytest.mark.django_db
@@ -55,24 +37,24 @@ def test_it_links_each_event_to_the_one_before(admin_user):
 @pytest.mark.django_db
 def test_it_names_the_seq_of_a_row_changed_by_raw_sql():
     _events(5)
-    _raw("UPDATE audit_auditevent SET reason = %s WHERE seq = 3", ["nothing to see"])
+    raw_sql("UPDATE audit_auditevent SET reason = %s WHERE seq = 3", ["nothing to see"])
     with pytest.raises(CommandError, match="audit chain broken at seq 3: content does not match its hash") as caught:
-        _verify_output()
+        command_output("audit_verify")
     assert caught.value.returncode == 1
 
 
 @pytest.mark.django_db
 def test_it_names_the_seq_of_a_deleted_row():
     _events(5)
-    _raw("DELETE FROM audit_auditevent WHERE seq = 2")
+    raw_sql("DELETE FROM audit_auditevent WHERE seq = 2")
     with pytest.raises(CommandError, match="audit chain broken at seq 2: seq 2 is missing"):
-        _verify_output()
+        command_output("audit_verify")
 
 
 @pytest.mark.django_db
 def test_it_notices_the_newest_rows_cut_off():
     _events(4)
-    _raw("DELETE FROM audit_auditevent WHERE seq = 4")
+    raw_sql("DELETE FROM audit_auditevent WHERE seq = 4")
     result = audit_verify()
     assert (result.ok, result.broken_seq) == (False, 4)
 
@@ -82,9 +64,9 @@ def test_it_names_the_first_of_two_swapped_rows():
     _events(5)
     # Reorder history: the rows stay intact, but 2 and 4 trade places in the sequence.
     for old, new in ((2, 1_000_000), (4, 2), (1_000_000, 4)):
-        _raw("UPDATE audit_auditevent SET seq = %s WHERE seq = %s", [new, old])
+        raw_sql("UPDATE audit_auditevent SET seq = %s WHERE seq = %s", [new, old])
     with pytest.raises(CommandError, match="broken at seq 2"):
-        _verify_output()
+        command_output("audit_verify")
 
 
 @pytest.mark.django_db

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from incidents import services
+from tests.audit.tamper import raw_sql
 from tests.factories import AgentFactory, EnvironmentFactory
 from traceflux import audit, explorer
 from traceflux.audit import AuditActor
@@ -368,12 +369,7 @@ def test_it_shows_when_the_chain_was_last_verified_and_the_result(client, operat
 
 
 def test_it_records_a_broken_chain_from_the_beat_task(events):
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
-        cursor.execute("UPDATE audit_auditevent SET reason = 'edited' WHERE seq = %s", [events["prod_opened"].seq])
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
+    raw_sql("UPDATE audit_auditevent SET reason = 'edited' WHERE seq = %s", [events["prod_opened"].seq])
 
     assert verify_chain() is False
 
