@@ -22,13 +22,9 @@ AGENT_NAME = "edge-agent-01"  # the engine's sample bundles name this agent and 
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path) -> Path:
+def media_root(artifact_store) -> Path:
     """Every upload test stores under its own MEDIA_ROOT, so the filesystem can be walked and asserted on."""
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    settings.FILE_UPLOAD_TEMP_DIR = None
-    return root
+    return artifact_store
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -19,18 +18,14 @@ from incidents.models import Command
 from replays.models import ReplayExecution
 from tests.approvals.conftest import request_for
 from tests.factories import DeploymentFactory
-from tests.replays.conftest import World, make_world, run_dry_run
+from tests.replays.conftest import (  # noqa: F401 - media_root and signing_key are autouse fixtures
+    World,
+    make_world,
+    media_root,
+    run_dry_run,
+    signing_key,
+)
 from traceflux.audit import SYSTEM
-
-
-@pytest.fixture(autouse=True)
-def media_root(artifact_store) -> Path:
-    return artifact_store
-
-
-@pytest.fixture(autouse=True)
-def signing_key(signing_key_file) -> Path:
-    return signing_key_file
 
 
 @pytest.fixture
