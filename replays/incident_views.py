@@ -9,13 +9,11 @@ environment); a ValidationError is shown on its form (400) and a TransitionError
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,30 +21,19 @@ from django.views.decorators.http import require_POST, require_safe
 
 from incidents.models import Incident, IncidentStatus
 from incidents.services import incident_note_add, incident_transition
-from traceflux.statemachine import TransitionError
 
 from . import selectors
 from .forms import IncidentNoteForm, IncidentTransitionForm, ReasonForm
 from .investigation import investigation
+from .views import refusal_pages
 
-View = Callable[..., HttpResponse]
+
+def _incident_links(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    key = kwargs["key"]
+    return [(reverse("incidents-ui:investigate", args=[key]), f"Back to {key}"), (reverse("dashboard"), "Dashboard")]
 
 
-def _refusals(view: View) -> View:
-    """PermissionDenied → 403 page with the reason; TransitionError → 409 page with the reason."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, key: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, key, *args, **kwargs)
-        except PermissionDenied as exc:
-            status, detail = 403, str(exc) or "You may not do this."
-        except TransitionError as exc:
-            status, detail = 409, str(exc)
-        context = {"status": status, "detail": detail, "key": key}
-        return render(request, "replays/incident_refused.html", context, status=status)
-
-    return wrapped
+_refusals = refusal_pages(subject="incident", links=_incident_links)
 
 
 def _unplaced_errors(form: Any, shown: list[str]) -> list[str]:

@@ -44,24 +44,36 @@ COMPARE_CANDIDATES = 10
 View = Callable[..., HttpResponse]
 
 
-def _refused(request: HttpRequest, status: int, detail: str, pk: int | None = None) -> HttpResponse:
-    context = {"status": status, "detail": detail or "You may not do this.", "pk": pk}
-    return render(request, "replays/refused.html", context, status=status)
+def refusal_pages(*, subject: str, links: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> Callable[[View], View]:
+    """A view decorator: PermissionDenied → 403 page, Conflict/TransitionError → 409 page, each with the reason and
+    the links `links(view kwargs)` gives back to where the user came from. `subject` names what is in a state
+    ("run", "incident")."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                return view(request, *args, **kwargs)
+            except PermissionDenied as exc:
+                status, detail = 403, str(exc)
+            except (Conflict, TransitionError) as exc:
+                status, detail = 409, str(exc)
+            context = {"status": status, "detail": detail or "You may not do this.", "subject": subject,
+                       "links": links(kwargs)}
+            return render(request, "replays/refused.html", context, status=status)
+
+        return wrapped
+
+    return decorate
 
 
-def refusals(view: View) -> View:
-    """PermissionDenied → 403 page with the reason; Conflict/TransitionError → 409 page with the reason."""
+def _run_links(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    pk = kwargs.get("pk")
+    back = [(reverse("replays:detail", args=[pk]), f"Back to replay #{pk}")] if pk else []
+    return [*back, (reverse("replays:history"), "Run history")]
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except PermissionDenied as exc:
-            return _refused(request, 403, str(exc), kwargs.get("pk"))
-        except (Conflict, TransitionError) as exc:
-            return _refused(request, 409, str(exc), kwargs.get("pk"))
 
-    return wrapped
+refusals = refusal_pages(subject="run", links=_run_links)
 
 
 def as_id(text: str) -> int | None:
