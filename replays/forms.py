@@ -129,19 +129,18 @@ class NewReplayForm(forms.Form):
                     self.add_error(None, f"{key}: {message}")
 
 
-class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000)
+class _TextForm(forms.Form):
+    """A form around one required free-text field, `text_field`: its value stripped, a blank one refused with
+    `blank_message`, and a service's ValidationError shown on that field (or on the form for any other key)."""
 
-    def __init__(self, *args: Any, required_message: str = "a reason is needed", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["reason"].error_messages["required"] = required_message
-        self.required_message = required_message
+    text_field = ""
+    blank_message = ""
 
-    def clean_reason(self) -> str:
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError(self.required_message)
-        return reason
+    def _clean_text(self) -> str:
+        text = self.cleaned_data[self.text_field].strip()
+        if not text:
+            raise forms.ValidationError(self.blank_message)
+        return text
 
     def add_service_error(self, error: ValidationError) -> None:
         messages: Mapping[str, list[str]] = (
@@ -149,7 +148,20 @@ class ReasonForm(forms.Form):
         )
         for key, values in messages.items():
             for message in values:
-                self.add_error("reason" if key == "reason" else None, message)
+                self.add_error(self.text_field if key == self.text_field else None, message)
+
+
+class ReasonForm(_TextForm):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000)
+    text_field = "reason"
+
+    def __init__(self, *args: Any, required_message: str = "a reason is needed", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].error_messages["required"] = required_message
+        self.blank_message = required_message
+
+    def clean_reason(self) -> str:
+        return self._clean_text()
 
 
 class HistoryFilterForm(forms.Form):
@@ -200,20 +212,11 @@ class IncidentTransitionForm(ReasonForm):
         super().__init__(*args, required_message="a status change needs a reason", **kwargs)
 
 
-class IncidentNoteForm(forms.Form):
+class IncidentNoteForm(_TextForm):
     body = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 70}), max_length=10000, label="Note",
                            error_messages={"required": "a note cannot be empty"})
+    text_field = "body"
+    blank_message = "a note cannot be empty"
 
     def clean_body(self) -> str:
-        body = self.cleaned_data["body"].strip()
-        if not body:
-            raise forms.ValidationError("a note cannot be empty")
-        return body
-
-    def add_service_error(self, error: ValidationError) -> None:
-        messages: Mapping[str, list[str]] = (
-            error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
-        )
-        for key, values in messages.items():
-            for message in values:
-                self.add_error("body" if key == "body" else None, message)
+        return self._clean_text()
