@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.models import OPEN_STATUSES, ApprovalRequest, ApprovalStatus
 from approvals.selectors import visible_requests
 from artifacts.models import Artifact, ArtifactKind
 from artifacts.selectors import visible_artifacts
@@ -48,7 +48,6 @@ NOTES_SHOWN = 200
 AUDIT_EVENTS_SHOWN = 200
 FAILURE_MINUTES = 60
 
-OPEN_APPROVAL = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def approval_problem(approval: ApprovalRequest | None, *, now: datetime) -> tupl
     status = approval.status
     if status in (ApprovalStatus.DENIED, ApprovalStatus.REVOKED):
         return "denied", f"approval #{approval.pk} was {status}"
-    if status == ApprovalStatus.EXPIRED or (status in OPEN_APPROVAL and approval.is_expired(now=now)):
+    if status == ApprovalStatus.EXPIRED or (status in OPEN_STATUSES and approval.is_expired(now=now)):
         return "expired", f"approval #{approval.pk} expired at {approval.expires_at:%Y-%m-%d %H:%M} UTC"
     if status == ApprovalStatus.WITHDRAWN:
         return "missing", f"approval #{approval.pk} was withdrawn and none replaces it"
@@ -252,7 +251,7 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
         ask_why = no_dry_run
     elif not may_execute:
         ask_why = no_execute
-    elif approval is not None and approval.status in OPEN_APPROVAL and not approval.is_expired():
+    elif approval is not None and approval.status in OPEN_STATUSES and not approval.is_expired():
         ask_why = f"approval #{approval.pk} is already {approval.status}"
     else:
         ask_why = ""
@@ -277,7 +276,7 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
             if approval is None:
                 run_why = f"{slug} requires approval to execute: request execute approval first"
             elif approval.status != ApprovalStatus.APPROVED or approval.is_expired():
-                state = "expired" if approval.status in OPEN_APPROVAL and approval.is_expired() else approval.status
+                state = "expired" if approval.status in OPEN_STATUSES and approval.is_expired() else approval.status
                 run_why = f"{slug} requires approval to execute, and approval #{approval.pk} is {state}"
     run_url = reverse("replays:execute", args=[dry_run.pk]) if dry_run else ""
     steps.append(Step("execute", "Execute", not run_why, run_why, run_url, dry_run))

@@ -23,7 +23,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from approvals.models import ApprovalStatus
+from approvals.models import OPEN_STATUSES, ApprovalStatus
 from approvals.services import Conflict
 from artifacts.models import artifact_storage
 from incidents.models import PostureAction, PostureDecision
@@ -38,7 +38,6 @@ from .models import ReplayExecution, ReplayMode, ReplayStatus
 from .timeline_svg import incident_name, parse_ts, timeline_svg
 
 PAGE_SIZE = 50
-OPEN_APPROVAL = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
 COMPARE_CANDIDATES = 10
 
 View = Callable[..., HttpResponse]
@@ -235,7 +234,7 @@ def _buttons(user: Any, execution: ReplayExecution, approval: Any) -> dict[str, 
             buttons["approval"] = _button(False, note=no_approval[decision])
         else:
             why_not: str | None = None if may_execute else no_execute
-            if why_not is None and approval is not None and approval.status in OPEN_APPROVAL:
+            if why_not is None and approval is not None and approval.status in OPEN_STATUSES:
                 why_not = f"approval #{approval.pk} is already {approval.status}"
             buttons["approval"] = _button(True, why_not)
             if approval is None or approval.status != ApprovalStatus.APPROVED:
