@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -38,6 +38,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from incidents.selectors import visible_environment_slugs
 from replays.forms import UTCDateTimeField
+from replays.views import as_id
 from traceflux.audit.actors import resolve_environment
 from traceflux.audit.models import AuditEvent, Outcome
 from traceflux.audit.selectors import events_for_targets, visible_audit_events
@@ -141,11 +142,6 @@ def _filter_form(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditE
     return form, _visible_events(request.user, slugs)
 
 
-def _as_seq(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
-
-
 # --- the timeline ------------------------------------------------------------------------------------------------
 
 
@@ -197,7 +193,7 @@ def explorer(request: HttpRequest) -> HttpResponse:
     form, events = _filter_form(request)
     status, problem = 200, ""
     before_text = request.GET.get("before", "").strip()
-    before = _as_seq(before_text) if before_text else None
+    before = as_id(before_text)
     if before_text and before is None:
         status, problem = 400, f"before={before_text}: not an event number to page from"
     rows: list[Row] = []
@@ -302,28 +298,28 @@ def _json_chunks(events: QuerySet[AuditEvent]) -> Iterator[str]:
     yield "\n]\n"
 
 
+def _export(request: HttpRequest, *, lines: Callable[[QuerySet[AuditEvent]], Iterator[str]], content_type: str,
+            extension: str) -> HttpResponse:
+    events, refusal = _export_events(request)
+    if refusal is not None:
+        return refusal
+    response = StreamingHttpResponse(lines(events), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{_filename(extension)}"'
+    return response
+
+
 @login_required
 @require_safe
 def export_csv(request: HttpRequest) -> HttpResponse:
     """The filtered events the user can see, oldest first, as CSV, streamed in chunks of EXPORT_CHUNK rows."""
-    events, refusal = _export_events(request)
-    if refusal is not None:
-        return refusal
-    response = StreamingHttpResponse(_csv_lines(events), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{_filename("csv")}"'
-    return response
+    return _export(request, lines=_csv_lines, content_type="text/csv; charset=utf-8", extension="csv")
 
 
 @login_required
 @require_safe
 def export_json(request: HttpRequest) -> HttpResponse:
     """The same as export_csv, as one JSON array of objects (values verbatim: data is an object)."""
-    events, refusal = _export_events(request)
-    if refusal is not None:
-        return refusal
-    response = StreamingHttpResponse(_json_chunks(events), content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="{_filename("json")}"'
-    return response
+    return _export(request, lines=_json_chunks, content_type="application/json", extension="json")
 
 
 # --- one object's history ----------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ def audit_verification_record(*, verification: Verification, source: str) -> Aud
         ok=verification.ok,
         count=verification.count,
         first_bad_seq=verification.broken_seq,
-        # The problem when broken; otherwise what the anchor check said, when the Verification carries one.
-        detail=verification.problem or getattr(verification, "anchor", ""),
+        # The problem when broken; otherwise what the anchor check said.
+        detail=verification.problem or verification.anchor,
         source=source,
     )
 
