@@ -15,40 +15,22 @@ Wired in traceflux/urls.py: `admin.site.login = throttled_login(admin.site)`.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.conf import settings
 from django.contrib.admin import AdminSite
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
-from django_ratelimit.core import get_usage
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
 
-from incidents.api.limits import client_ip
+from incidents.api.limits import CACHE_ERRORS, UNAVAILABLE_RETRY_AFTER, RateLimited, client_ip, enforce_rate
 from traceflux import audit
 
 log = logging.getLogger(__name__)
 
 ATTEMPT_METHODS = frozenset({"POST", "PUT"})  # LoginView.put is its post
-CACHE_ERRORS = (ConnectionInterrupted, RedisError)
-UNAVAILABLE_RETRY_AFTER = 5
-
-
-def _over_budget(request: HttpRequest, *, group: str, key: str) -> tuple[str, int] | None:
-    """Count this attempt against `group` for `key`: (rate, seconds to wait) when it is over the budget, else None."""
-    rate = settings.TRACEFLUX_RATE_LIMITS[group]
-    usage = get_usage(request, group=f"traceflux.{group}", key=lambda _group, _request: key, rate=rate, increment=True)
-    if usage is None or not usage["should_limit"]:
-        return None
-    return rate, max(1, math.ceil(usage["time_left"]))
-
-
 def _refusal(request: HttpRequest, site: AdminSite, *, title: str, detail: str, status: int,
              wait: int) -> HttpResponse:
     context = {**site.each_context(request), "title": title, "detail": detail, "wait": wait}
@@ -90,17 +72,16 @@ def throttled_login(site: AdminSite) -> Callable[..., HttpResponse]:
         if request.method not in ATTEMPT_METHODS:
             return login(request, extra_context)
         username = request.POST.get("username", "").strip()
+        what = "from this address"
         try:
-            over = _over_budget(request, group="login_ip", key=f"ip:{client_ip(request)}")
-            what = "from this address"
-            if over is None and username:
-                over = _over_budget(request, group="login_username", key=f"username:{username.lower()}")
+            enforce_rate(request, group="login_ip", key=f"ip:{client_ip(request)}")
+            if username:
                 what = "for this username"
+                enforce_rate(request, group="login_username", key=f"username:{username.lower()}")
+        except RateLimited as exc:
+            return _throttled(request, site, what=what, rate=exc.rate, wait=int(exc.wait))
         except CACHE_ERRORS as exc:
             return _unavailable(request, site, exc)
-        if over is not None:
-            rate, wait = over
-            return _throttled(request, site, what=what, rate=rate, wait=wait)
         response = login(request, extra_context)
         if not (isinstance(response, HttpResponseRedirect) and request.user.is_authenticated):
             _audit_failure(request, username)

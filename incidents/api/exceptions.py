@@ -18,9 +18,6 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
@@ -30,12 +27,10 @@ from traceflux.audit import AuditWriteFailed
 from traceflux.statemachine import TransitionError
 
 from .auth import AgentPrincipal, key_prefix_from_header
+from .limits import CACHE_ERRORS, UNAVAILABLE_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
-# How long a client is asked to wait after a 503 from a backing service.
-UNAVAILABLE_RETRY_AFTER = 5
-CACHE_ERRORS = (ConnectionInterrupted, RedisConnectionError, RedisTimeoutError)
 
 
 def _validation_payload(error: DjangoValidationError) -> dict:

@@ -7,10 +7,17 @@ import math
 
 from django.conf import settings
 from django_ratelimit.core import get_usage
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.permissions import BasePermission
 
 from .auth import AgentPrincipal
+
+# The cache holding the counters did not answer: callers answer 503 with Retry-After rather than fail open or 500.
+CACHE_ERRORS = (ConnectionInterrupted, RedisConnectionError, RedisTimeoutError)
+UNAVAILABLE_RETRY_AFTER = 5  # seconds a client is asked to wait after a 503 from a backing service
 
 
 class RateLimited(exceptions.Throttled):
@@ -19,6 +26,7 @@ class RateLimited(exceptions.Throttled):
     def __init__(self, *, group: str, rate: str, wait: float) -> None:
         wait_s = max(1, math.ceil(wait))
         super().__init__(wait=wait_s)
+        self.rate = rate
         # Set after DRF's constructor, which would append its own "Expected available in ..." sentence.
         self.detail = exceptions.ErrorDetail(
             f"rate limit for {group} exceeded ({rate}); retry in {wait_s} s", code=self.default_code

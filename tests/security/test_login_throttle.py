@@ -112,7 +112,7 @@ def test_it_tries_no_password_when_the_attempts_cannot_be_counted(client, staff,
     def down(*args, **kwargs):
         raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr("traceflux.login.get_usage", down)
+    monkeypatch.setattr("incidents.api.limits.get_usage", down)  # the counters the login budget uses too
     response = sign_in(client, "oncall", PASSWORD)
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
