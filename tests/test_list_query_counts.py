@@ -21,7 +21,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, models
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -50,11 +50,11 @@ from replays.engine.demo_policies import baseline_policy
 from replays.engine.samples import sample_bundle
 from replays.models import ReplayExecution
 from replays.services import replay_request_dry_run
+from tests.console import REGISTERED, admin_url
 from tests.factories import HeartbeatFactory, UserFactory
 from tests.replays.conftest import WINDOW_START, upload
 from traceflux.audit.models import AuditEvent
 
-REGISTERED = sorted(admin.site._registry, key=lambda model: model._meta.label)
 OUR_APPS = {"incidents", "artifacts", "approvals", "replays", "audit"}
 SMALL, LARGE = 3, 30
 # What grow() makes more of; the changelist of any other registered model is only held to its query bound.
@@ -166,17 +166,13 @@ def listed_in_changelist(response: Any) -> int:
     return response.context["cl"].result_count
 
 
-def changelist(model: type[models.Model]) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-
-
 # --- the console ---------------------------------------------------------------------------------------------------
 
 
 def test_it_bounds_every_admin_changelist_for_a_superuser(client, cast, django_assert_max_num_queries):
     client.force_login(cast.admin)
-    assert_flat(client, cast, [changelist(model) for model in REGISTERED], bound=ADMIN_BOUND,
-                rows=listed_in_changelist, unlisted=[changelist(model) for model in REGISTERED if model not in GROWN],
+    assert_flat(client, cast, [admin_url(model) for model in REGISTERED], bound=ADMIN_BOUND,
+                rows=listed_in_changelist, unlisted=[admin_url(model) for model in REGISTERED if model not in GROWN],
                 django_assert_max_num_queries=django_assert_max_num_queries)
 
 
@@ -187,10 +183,10 @@ def test_it_bounds_every_scoped_changelist_for_an_operator(client, cast, django_
         codename__startswith="view_", content_type__in=ContentType.objects.get_for_models(*ours).values(),
     ))
     client.force_login(cast.operator)
-    urls = [changelist(model) for model in ours if client.get(changelist(model)).status_code == 200]
-    assert {changelist(Incident), changelist(AuditEvent), changelist(ReplayExecution)} <= set(urls)
+    urls = [admin_url(model) for model in ours if client.get(admin_url(model)).status_code == 200]
+    assert {admin_url(Incident), admin_url(AuditEvent), admin_url(ReplayExecution)} <= set(urls)
     assert_flat(client, cast, urls, bound=ADMIN_BOUND, rows=listed_in_changelist,
-                unlisted=[changelist(model) for model in ours if model not in GROWN],
+                unlisted=[admin_url(model) for model in ours if model not in GROWN],
                 django_assert_max_num_queries=django_assert_max_num_queries)
 
 
@@ -273,7 +269,7 @@ def test_it_stops_counting_a_filtered_list_at_the_cap(small_cap, heartbeats):
 
 def test_it_says_more_than_the_cap_on_a_capped_changelist(client, admin_user, small_cap, heartbeats):
     client.force_login(admin_user)
-    response = client.get(changelist(Heartbeat), {"status__exact": "ok"})
+    response = client.get(admin_url(Heartbeat), {"status__exact": "ok"})
     assert response.status_code == 200
     assert "more than 5 heartbeats" in response.content.decode()
     assert response.context["cl"].result_count == 6
@@ -290,7 +286,7 @@ def test_it_reads_the_planners_estimate_for_a_whole_big_table(client, admin_user
     assert not any("COUNT(" in query["sql"].upper() for query in captured.captured_queries)
 
     client.force_login(admin_user)
-    assert "about 8 heartbeats" in client.get(changelist(Heartbeat)).content.decode()
+    assert "about 8 heartbeats" in client.get(admin_url(Heartbeat)).content.decode()
 
 
 def test_it_counts_exactly_when_the_planner_has_no_estimate(admin_user, heartbeats):

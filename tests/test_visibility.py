@@ -24,6 +24,7 @@ from incidents.models import Environment
 from incidents.services import environment_set_posture
 from replays.models import ReplayExecution
 from replays.services import replay_request_approval
+from tests.console import admin_url
 from tests.factories import UserFactory
 from tests.replays.conftest import World, make_world, run_dry_run
 from traceflux.audit.models import AuditEvent
@@ -102,10 +103,6 @@ def page(client, url: str, data: dict[str, Any] | None = None, *, status: int | 
     else:
         assert response.status_code == status, f"{url}: {response.status_code}"
     return response.content.decode()
-
-
-def admin_url(model: type, view: str = "changelist", *args: Any) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 # --- the console ---------------------------------------------------------------------------------------------------

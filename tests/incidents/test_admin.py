@@ -38,18 +38,14 @@ from incidents.models import (
 )
 from replays.engine import spec_hash
 from replays.models import ReplayExecution
+from tests.console import REGISTERED, admin_url
 from tests.factories import HeartbeatFactory, UserFactory
 from traceflux import audit
 from traceflux.audit.models import AuditEvent
 
-REGISTERED = sorted(admin.site._registry, key=lambda model: model._meta.label)
 WITH_HISTORY = [model for model in REGISTERED if isinstance(admin.site._registry[model], SimpleHistoryAdmin)]
 FIRST_NOTE = "first look: 5xx at POP-12"
 SPEC = {"schema": "traceflux.policy/v1", "name": "console test policy", "correlation": {"window_s": 600}}
-
-
-def admin_url(model: type[models.Model], view: str, *args: Any) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 def grant(user, *codenames: str) -> None:
