@@ -18,7 +18,6 @@ from functools import cached_property
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
@@ -37,7 +36,7 @@ from replays.engine import window_problem
 from traceflux.statemachine import TransitionError
 
 from . import selectors, services
-from .failures import failure_counts
+from .failures import failure_counts, worth_escalating
 from .models import (
     Agent,
     AgentKey,
@@ -564,9 +563,7 @@ class AgentAdmin(ConsoleAdmin):
         """The operator guide's escalation point: repeated 401, 403 or 429 answers to this agent."""
         counts = failure_counts(agent_id=obj.pk, minutes=60)
         cells = format_html_join(" · ", "{}: {}", ((code, counts[code]) for code in sorted(counts)))
-        # How many refused requests in an hour make an agent worth escalating: the same threshold as the incident
-        # investigation page's banner.
-        if any(counts.values()) and sum(counts.values()) >= settings.TRACEFLUX_ESCALATE_AUTH_FAILURES:
+        if worth_escalating(counts):
             return format_html("{} <strong>— repeated refusals: escalate</strong>", cells)
         return cells
 

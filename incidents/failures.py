@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
 from django.core.cache import cache
 
 COUNTED = (401, 403, 429)
@@ -52,6 +53,12 @@ def failure_counts(
 ) -> dict[int, int]:
     """How many 401, 403 and 429 answers in the last `minutes` minutes, by status code."""
     return _counts(_subject(agent_id=agent_id, prefix=prefix), minutes=minutes, now=now)
+
+
+def worth_escalating(counts: dict[int, int]) -> bool:
+    """Have this many refused answers in an hour reached the operator guide's escalation point
+    (TRACEFLUX_ESCALATE_AUTH_FAILURES)? The console's agent page and the investigation page's banner both ask here."""
+    return sum(counts.values()) >= settings.TRACEFLUX_ESCALATE_AUTH_FAILURES  # at least 1 (settings)
 
 
 def failure_totals(*, minutes: int = 60, now: float | None = None) -> dict[int, int]:

@@ -22,7 +22,7 @@ from approvals.models import OPEN_STATUSES, ApprovalRequest, ApprovalStatus
 from approvals.selectors import visible_requests
 from artifacts.models import Artifact, ArtifactKind
 from artifacts.selectors import visible_artifacts
-from incidents.failures import failure_counts
+from incidents.failures import failure_counts, worth_escalating
 from incidents.models import (
     INCIDENT_TRANSITIONS,
     Deployment,
@@ -192,7 +192,7 @@ def _banners(inv: Investigation, *, now: datetime) -> list[Banner]:
             ))
     threshold = settings.TRACEFLUX_ESCALATE_AUTH_FAILURES
     refused = sum(inv.failures.values())
-    if agent is not None and refused >= threshold:
+    if agent is not None and worth_escalating(inv.failures):
         counts = ", ".join(f"{code}: {inv.failures[code]}" for code in sorted(inv.failures) if inv.failures[code])
         banners.append(Banner(
             "auth-failures", "The agent is being refused repeatedly",
