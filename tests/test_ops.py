@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from tests.approvals.conftest import approve_all, request_for
 from tests.artifacts.conftest import AGENT_NAME, post_upload, snapshot_bytes
 from tests.conftest import broker_url, redis_url
 from tests.factories import AgentFactory, DeploymentFactory, EnvironmentFactory
+from tests.net import free_port
 from tests.test_settings import clean_env
 from traceflux import ops
 
@@ -36,12 +36,6 @@ METRIC_NAMES = {
     "traceflux_queue_depth",
     "traceflux_agent_api_failures_last_hour",
 }
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(client: Client, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -80,7 +74,7 @@ def test_it_answers_ready_when_the_database_and_cache_answer_and_tasks_run_eager
 
 @pytest.mark.django_db
 def test_it_answers_503_naming_the_cache_when_redis_is_unreachable(client):
-    port = unused_port()
+    port = free_port()
     unreachable = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",  # what settings use when REDIS_URL is set
@@ -111,7 +105,7 @@ def test_it_answers_ready_with_a_redis_cache_that_answers(client):
 
 @pytest.mark.django_db
 def test_it_answers_503_naming_the_broker_when_it_is_unreachable(client, settings):
-    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{unused_port()}//"
+    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
     started = time.monotonic()
     response = client.get("/readyz")
     assert time.monotonic() - started < 5

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from tests.net import free_port
 
 READY_TIMEOUT = 15.0
 SETTLE_TIMEOUT = 5.0
@@ -30,12 +31,6 @@ def alertmanager_binary() -> str:
     if not found:
         raise RuntimeError("prometheus-alertmanager is not on PATH")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -131,7 +126,7 @@ def running_alertmanager(config_text: str, directory: Path) -> Iterator[Alertman
     config_path.write_text(config_text, encoding="utf-8")
     log_path = directory / "alertmanager.log"
     for _attempt in range(3):  # a free port can be taken between probing and binding: try another
-        port = _free_port()
+        port = free_port()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [

@@ -22,6 +22,7 @@ import pytest
 
 from replays.engine import write_bundle
 from replays.engine.samples import sample_bundle
+from tests.net import free_port
 
 # The replay fixtures, imported so they apply here too (media_root and signing_key are autouse).
 from tests.replays.conftest import WINDOW_START, World, media_root, prod, signing_key, upload  # noqa: F401
@@ -65,12 +66,6 @@ def figure(request) -> Callable[[str, object], None]:
 
 
 # --- a private Redis ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
