@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from replays.models import ReplayExecution
-from tests.conftest import broker_url
-from tests.replays.test_worker import celery_on_rabbitmq, worker_database_url
-from tests.test_settings import ROOT, clean_env
+from tests.celery_workers import await_ping, celery_on_rabbitmq, worker_env
+from tests.test_settings import ROOT
 from traceflux.celery import app as celery_app
 
 TIMEOUT = 60  # seconds for a replay to reach the state waited for
@@ -97,12 +96,7 @@ class Fleet:
             )
         worker = FaultWorker(node=node, process=process, log_path=log_path)
         self.workers.append(worker)
-        replies: list[dict] = []
-        deadline = time.monotonic() + 30
-        while not replies and time.monotonic() < deadline:
-            assert worker.alive, f"the worker exited with {process.returncode}:\n{worker.log()}"
-            replies = celery_app.control.ping(destination=[node], timeout=1.0)
-        assert replies, f"no answer from {node}:\n{worker.log()}"
+        await_ping(node, alive=lambda: worker.alive, log=worker.log)
         return worker
 
     def logs(self) -> str:
@@ -130,15 +124,8 @@ def fleet(
     stopped (or its group killed) and the queue deleted at the end. `app` is the workers' -A module; `env` adds to
     their environment."""
     queue = f"traceflux-fault-{uuid.uuid4().hex[:12]}"
-    worker_env = clean_env(
-        tmp_path,
-        CELERY_BROKER_URL=broker_url(),
-        DATABASE_URL=worker_database_url(),
-        MEDIA_ROOT=str(media_root),
-        TRACEFLUX_SIGNING_KEY_FILES=str(signing_key),
-        **env,
-    )
-    started = Fleet(queue=queue, env=worker_env, log_dir=tmp_path, app=app)
+    env_of_workers = worker_env(tmp_path, media_root=media_root, signing_key=signing_key, **env)
+    started = Fleet(queue=queue, env=env_of_workers, log_dir=tmp_path, app=app)
     with celery_on_rabbitmq(queue):
         try:
             yield started

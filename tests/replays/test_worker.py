@@ -17,19 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from celery.signals import after_task_publish
-from django.db import connection
-from kombu import pools as kombu_pools
 
 from artifacts.models import artifact_storage
 from replays.models import FINAL_STATUSES, STAGES_DRY_RUN, STAGES_EXECUTE, ReplayExecution, ReplayStatus
 from replays.services import replay_commands, replay_request_dry_run, replay_request_execute
 from replays.tasks import run_replay
-from tests.conftest import broker_url
-from tests.test_settings import ROOT, clean_env, stop_worker
+from tests.celery_workers import await_ping, celery_on_rabbitmq, worker_env
+from tests.test_settings import ROOT, stop_worker
 from traceflux.celery import app as celery_app
 
 from .conftest import World, acknowledge_all, approve_execute
@@ -39,51 +36,6 @@ TIMEOUT = 60  # seconds for one replay to reach the status waited for; a dry run
 needs_services = pytest.mark.needs("postgresql", "rabbitmq")
 # Committed for real: the worker is another process, and rows inside a test transaction are invisible to it.
 committed = pytest.mark.django_db(transaction=True)
-
-
-def worker_database_url() -> str:
-    """The test database (test_<name>, per xdist worker) as a DATABASE_URL for the worker's settings."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "postgres", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@contextlib.contextmanager
-def celery_on_rabbitmq(queue: str) -> Iterator[None]:
-    """Point this process's Celery app at RabbitMQ and route run_replay to `queue`, restoring all of it afterwards.
-
-    The app's settings are eager here (no CELERY_BROKER_URL), and other tests rely on that: only the keys changed are
-    put back, and the broker connection pools made meanwhile are closed and forgotten so the next user builds its own.
-    """
-    keys = ("task_always_eager", "broker_url", "task_routes")
-    saved = {key: celery_app.conf[key] for key in keys}
-    celery_app.conf.update(
-        task_always_eager=False,
-        broker_url=broker_url(),
-        task_routes={"replays.tasks.run_replay": {"queue": queue}},  # update() flushes the app's cached router
-    )
-    _forget_connections()
-    try:
-        yield
-    finally:
-        celery_app.conf.update(saved)
-        _forget_connections()
-
-
-def _forget_connections() -> None:
-    # The app's pools live in kombu's process-wide groups, keyed by broker URL: a pool closed but left there would be
-    # handed, closed, to the next test on the same broker. Take them out of the groups, then close them.
-    ours = [pool for pool in (celery_app._pool, celery_app.amqp._producer_pool) if pool is not None]
-    for group in (kombu_pools.connections, kombu_pools.producers):
-        for key in [key for key, pool in group.items() if any(pool is mine for mine in ours)]:
-            dict.__delitem__(group, key)  # the keys listed are hashed already; group[key] would hash them again
-    for pool in ours:
-        with contextlib.suppress(Exception):
-            pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
 
 
 @dataclass
@@ -121,13 +73,7 @@ def worker(prod: World, tmp_path: Path, media_root: Path, signing_key: Path) -> 
     run = uuid.uuid4().hex[:12]
     queue = f"traceflux-test-{run}"  # a queue of its own, so concurrent runs never take each other's tasks
     node = f"test-replays-{run}@{socket.gethostname()}"
-    env = clean_env(
-        tmp_path,
-        CELERY_BROKER_URL=broker_url(),
-        DATABASE_URL=worker_database_url(),
-        MEDIA_ROOT=str(media_root),
-        TRACEFLUX_SIGNING_KEY_FILES=str(signing_key),
-    )
+    env = worker_env(tmp_path, media_root=media_root, signing_key=signing_key)
     log_path = tmp_path / "worker.log"
     published: list[dict[str, str]] = []
 
@@ -146,13 +92,7 @@ def worker(prod: World, tmp_path: Path, media_root: Path, signing_key: Path) -> 
             )
         started = Worker(queue=queue, node=node, process=process, log_path=log_path, published=published)
         try:
-            # Only a worker that answers a ping has declared and is consuming its queue.
-            replies: list[dict] = []
-            deadline = time.monotonic() + 30
-            while not replies and time.monotonic() < deadline:
-                assert process.poll() is None, f"the worker exited with {process.returncode}:\n{started.log()}"
-                replies = celery_app.control.ping(destination=[node], timeout=1.0)
-            assert replies, f"no answer from {node}:\n{started.log()}"
+            await_ping(node, alive=lambda: process.poll() is None, log=started.log)
             yield started
         finally:
             after_task_publish.disconnect(record)
