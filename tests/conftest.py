@@ -13,7 +13,8 @@ from django.db import connection
 from guardian.shortcuts import assign_perm
 from hypothesis import settings as hypothesis_settings
 
-from tests.factories import EnvironmentFactory, UserFactory
+from incidents.services import agent_key_create
+from tests.factories import AgentFactory, EnvironmentFactory, UserFactory
 
 hypothesis_settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
 hypothesis_settings.register_profile("dev", max_examples=30, deadline=None)
@@ -216,3 +217,25 @@ def agent_client(prod_agent_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {prod_agent_key}")
     return client
+
+
+# --- an agent in staging with an upload key ------------------------------------------------------------------------
+
+AGENT_NAME = "edge-agent-01"  # the engine's sample bundles name this agent and the staging environment
+
+
+@pytest.fixture
+def staging(db):
+    return EnvironmentFactory(slug="staging")
+
+
+@pytest.fixture
+def agent(staging):
+    return AgentFactory(environment=staging, name=AGENT_NAME)
+
+
+@pytest.fixture
+def agent_key(agent) -> str:
+    """A key with exactly the upload scope, as the plaintext the agent sends."""
+    _, plaintext = agent_key_create(agent=agent, actor=None, scopes=["artifacts:write"])
+    return plaintext

@@ -16,12 +16,11 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.models import ApprovalRequest
-from incidents import services as incident_services
 from replays.signals import replay_finished
 from tests.approvals.conftest import approve_all, request_for
-from tests.artifacts.conftest import AGENT_NAME, post_upload, snapshot_bytes
+from tests.artifacts.conftest import post_upload, snapshot_bytes
 from tests.conftest import broker_url, redis_url
-from tests.factories import AgentFactory, DeploymentFactory, EnvironmentFactory
+from tests.factories import DeploymentFactory
 from tests.net import free_port
 from tests.test_settings import clean_env
 from traceflux import ops
@@ -166,11 +165,8 @@ def test_it_counts_a_401_of_the_agent_api_by_group_and_in_the_last_hours_buckets
 
 
 @pytest.mark.django_db
-def test_it_counts_the_bytes_of_an_upload_and_a_dedup_hit(client, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.FILE_UPLOAD_TEMP_DIR = None
-    agent = AgentFactory(environment=EnvironmentFactory(slug="staging"), name=AGENT_NAME)
-    _, key = incident_services.agent_key_create(agent=agent, actor=None, scopes=["artifacts:write"])
+def test_it_counts_the_bytes_of_an_upload_and_a_dedup_hit(client, artifact_store, agent_key):
+    key = agent_key
     content = snapshot_bytes()
     before = scrape(client)
 

@@ -1,4 +1,5 @@
-"""Fixtures for the upload tests: a tmp MEDIA_ROOT, the uploading agent and its key, bundles built by the engine."""
+"""Fixtures for the upload tests: a tmp MEDIA_ROOT and bundles built by the engine (the uploading agent and its key,
+staging, agent and agent_key, are in tests/conftest.py for every test that uploads)."""
 
 from __future__ import annotations
 
@@ -12,36 +13,17 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from incidents import services as incident_services
 from replays.engine import write_bundle
 from replays.engine.samples import sample_bundle, sample_spec
-from tests.factories import AgentFactory, EnvironmentFactory
+from tests.conftest import AGENT_NAME
 
 UPLOAD_URL = "/api/v1/agent/artifacts/"
-AGENT_NAME = "edge-agent-01"  # the engine's sample bundles name this agent and the staging environment
 
 
 @pytest.fixture(autouse=True)
 def media_root(artifact_store) -> Path:
     """Every upload test stores under its own MEDIA_ROOT, so the filesystem can be walked and asserted on."""
     return artifact_store
-
-
-@pytest.fixture
-def staging(db):
-    return EnvironmentFactory(slug="staging")
-
-
-@pytest.fixture
-def agent(staging):
-    return AgentFactory(environment=staging, name=AGENT_NAME)
-
-
-@pytest.fixture
-def agent_key(agent) -> str:
-    """A key with exactly the upload scope, as the plaintext the agent sends."""
-    _, plaintext = incident_services.agent_key_create(agent=agent, actor=None, scopes=["artifacts:write"])
-    return plaintext
 
 
 def bundle_bytes(*, fmt: str = "tar.gz", seed: int = 1, signals: int = 60, with_spec: bool = True,

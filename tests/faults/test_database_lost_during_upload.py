@@ -29,9 +29,7 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from artifacts import services as artifact_services
 from artifacts import storage as artifact_storage_module
 from artifacts.models import Artifact
-from incidents.services import agent_key_create
-from tests.artifacts.conftest import AGENT_NAME, bundle_bytes, files_under
-from tests.factories import AgentFactory, EnvironmentFactory
+from tests.artifacts.conftest import bundle_bytes, files_under
 from traceflux.audit.models import AuditEvent
 from traceflux.audit.services import audit_verify
 
@@ -44,13 +42,6 @@ pytestmark = [
 ]
 
 UPLOAD_PATH = "/api/v1/agent/artifacts/"
-
-
-@pytest.fixture
-def agent_key(db) -> str:
-    agent = AgentFactory(environment=EnvironmentFactory(slug="staging"), name=AGENT_NAME)
-    _, plaintext = agent_key_create(agent=agent, actor=None, scopes=["artifacts:write"])
-    return plaintext
 
 
 def post_upload(base_url: str, key: str, content: bytes) -> tuple[int, dict[str, str], Any]:
