@@ -21,6 +21,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -244,17 +245,21 @@ class Bundle:
 
     def read_signals(self, reader: SignalReader) -> Iterator[Signal]:
         """Stream signals.jsonl through `reader`, which tallies bad lines; the caller asks reader.error() after."""
+        return chain.from_iterable(self.read_signal_batches(reader))
+
+    def read_signal_batches(self, reader: SignalReader) -> Iterator[list[Signal]]:
+        """read_signals a list at a time (SignalReader.batches)."""
         archive = self._archive
         with corrupt_archive_errors("archive"):
             if isinstance(archive, ZipArchive):
                 member = archive.open(SIGNALS)
                 with member.stream:
-                    yield from reader.read(member.stream)
+                    yield from reader.batches(member.stream)
                 return
             with closing(archive.members()) as members:
                 for member in members:
                     if member.name == SIGNALS:
-                        yield from reader.read(member.stream)
+                        yield from reader.batches(member.stream)
                         return
 
     def signals(self) -> Iterator[Signal]:

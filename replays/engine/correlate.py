@@ -16,9 +16,10 @@ import hashlib
 import operator
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import compress, count, repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -192,6 +193,7 @@ class Ingested:
 
 
 _TS_ID = operator.itemgetter(1, 0)  # Signal fields ts, id: the one sort order of every stage
+_TS, _VALUE, _LINE = operator.itemgetter(1), operator.itemgetter(6), operator.itemgetter(7)
 
 
 def _map_labels(mapping: SourceMapping, labels: dict[str, str]) -> dict[str, str]:
@@ -276,11 +278,18 @@ def _normalize_all(
         normal = normalize(signal)
         return None if normal is signal else normal[2:6]  # source, name, labels, severity
 
-    make = tuple.__new__
-    return [
-        signal if part is None else make(Signal, (signal.id, signal.ts, *part, signal.value, signal.line))
-        for signal, part in zip(signals, per_content(changes, signals, contents), strict=True)
-    ]
+    parts = per_content(changes, signals, contents)
+    out = list(signals)
+    # Only the changed signals are rebuilt, in C: a window's contents mostly come through unchanged.
+    changed = list(compress(range(len(parts)), map(operator.is_not, parts, repeat(None))))
+    if changed:
+        olds = list(map(signals.__getitem__, changed))
+        news = list(map(parts.__getitem__, changed))
+        fields = zip(
+            map(_ID, olds), map(_TS, olds), *zip(*news, strict=True), map(_VALUE, olds), map(_LINE, olds), strict=True
+        )
+        deque(map(out.__setitem__, changed, map(tuple.__new__, repeat(Signal), fields)), maxlen=0)
+    return out
 
 
 _DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
@@ -332,7 +341,7 @@ def ingest(
         raw = [raw[i] for i in chosen]
         normal = [normal[i] for i in chosen]
         if contents is not None:
-            contents = [contents[i] for i in chosen]
+            contents = content_numbers(raw)  # numbered afresh: a number is a position in the list
     digest = signals_digest(raw)
     return Ingested(normal, count, digest, contents)
 
@@ -423,10 +432,17 @@ class _Memo(dict[Any, str]):
 _FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 _REASON, _ID = operator.attrgetter("reason"), operator.attrgetter("id")
 _CONTENT_PROBE = 50_000  # signals numbered before judging whether working per content pays
+_LABELS, _SOURCE_NAME_SEVERITY = operator.itemgetter(4), operator.itemgetter(2, 3, 5)
+
+
+def _content_keys(signals: list[Signal]) -> Iterator[tuple[int, tuple[str, str, str | None]]]:
+    """Per signal, (id of its labels dict, (source, name, severity)): built in C."""
+    return zip(map(id, map(_LABELS, signals)), map(_SOURCE_NAME_SEVERITY, signals), strict=True)
 
 
 def content_numbers(signals: list[Signal]) -> list[int] | None:
-    """Per signal, the number of its content: (labels, source, name, severity), numbered in order of appearance.
+    """Per signal, the number of its content: (labels, source, name, severity), numbered by the position of the first
+    signal with that content.
 
     Everything normalization, fingerprints and content-only thresholds decide follows from a signal's content, and a
     window repeats its contents: a busy 1M window holds 80k. So those are decided once per content (per_content) and
@@ -435,19 +451,19 @@ def content_numbers(signals: list[Signal]) -> list[int] | None:
     fill the table: when three in four of the first _CONTENT_PROBE signals are new contents, this gives None and
     callers decide signal by signal.
     """
-    numbers: dict[tuple[int, str, str, str | None], int] = {}
-    number = numbers.setdefault
-    head = [number((id(s.labels), s.source, s.name, s.severity), len(numbers)) for s in signals[:_CONTENT_PROBE]]
-    if len(signals) > _CONTENT_PROBE and len(numbers) > _CONTENT_PROBE * 3 // 4:
+    first: dict[tuple[int, tuple[str, str, str | None]], int] = {}
+    number = first.setdefault  # with the running position as default: a new content gets its first position
+    head = list(map(number, _content_keys(signals[:_CONTENT_PROBE]), count()))
+    if len(signals) > _CONTENT_PROBE and len(first) > _CONTENT_PROBE * 3 // 4:
         return None
-    return head + [number((id(s.labels), s.source, s.name, s.severity), len(numbers)) for s in signals[_CONTENT_PROBE:]]
+    return head + list(map(number, _content_keys(signals[_CONTENT_PROBE:]), count(_CONTENT_PROBE)))
 
 
 def per_content(compute: Callable[[Signal], Any], signals: list[Signal], contents: list[int]) -> list[Any]:
     """[compute(s) for s in signals] for a `compute` that reads only a signal's content, computed once per content
     number (content_numbers) on its first signal."""
-    first = dict(zip(reversed(contents), range(len(contents) - 1, -1, -1), strict=True))  # content -> first position
-    decided = {content: compute(signals[position]) for content, position in first.items()}
+    # A content's number is the position of its first signal (content_numbers).
+    decided = {content: compute(signals[content]) for content in dict.fromkeys(contents)}
     return list(map(decided.__getitem__, contents))
 
 
@@ -716,12 +732,17 @@ def correlate(policy: Policy, ingested: Ingested) -> Correlated:
     firing: list[int]  # all but the signals under a threshold: the inhibition sources
     if not silences and threshold_hits is not None:
         # Most of a window stops at a threshold: the verdicts are known, so no loop runs over those signals.
-        suppressed = [
-            (position, make(Suppressed, (signals[position].id, "threshold", hit, None)))
-            for position, hit in enumerate(threshold_hits)
-            if hit is not None
-        ]
-        firing = [position for position, hit in enumerate(threshold_hits) if hit is None]
+        held = list(map(operator.is_not, threshold_hits, repeat(None)))
+        stopped = list(compress(range(len(signals)), held))
+        items = zip(
+            map(_ID, map(signals.__getitem__, stopped)),
+            repeat("threshold"),
+            compress(threshold_hits, held),
+            repeat(None),
+            strict=False,  # the repeats are endless
+        )
+        suppressed = list(zip(stopped, map(make, repeat(Suppressed), items), strict=True))
+        firing = list(compress(range(len(signals)), map(operator.not_, held)))
         candidates = firing
     else:
         suppressed, firing, candidates = [], [], []

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,14 @@ class SignalSource:
         return self.bundle.baseline if self.bundle is not None else None
 
     def read(self, reader: SignalReader) -> Iterator[Signal]:
+        return chain.from_iterable(self.batches(reader))
+
+    def batches(self, reader: SignalReader) -> Iterator[list[Signal]]:
         if self.bundle is not None:
-            yield from self.bundle.read_signals(reader)
+            yield from self.bundle.read_signal_batches(reader)
             return
         with open(self.path, "rb") as handle:
-            yield from reader.read(handle)
+            yield from reader.batches(handle)
 
     def checked(self) -> tuple[SignalReader, Iterator[Signal]]:
         """A reader and the signals through it, shared through one pool; a bundle's signals must lie in its window, as

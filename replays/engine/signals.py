@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
 from typing import IO, Annotated, Any, Literal, NamedTuple
 
@@ -276,6 +278,7 @@ class SignalPool:
         self.labels: dict[tuple[tuple[str, str], ...], dict[str, str]] | None = {}
         self.by_text: dict[bytes, dict[str, str]] = {}  # the reader's bulk path: raw label JSON -> pooled dict
         self.strings: dict[str, str] = {}
+        self.named_ts = False  # whether a label set in by_text has a label called "ts"
         self.seen = 0
         self.probed = False
 
@@ -296,6 +299,8 @@ class SignalPool:
         except (msgspec.MsgspecError, ValueError):
             return None
         labels = self.by_text[text] = self.labels.setdefault(tuple(labels.items()), labels)
+        if "ts" in labels:
+            self.named_ts = True
         return labels
 
     def share(self, signal: Signal) -> Signal:
@@ -360,6 +365,9 @@ _decode_labels = msgspec.json.Decoder(_Labels).decode
 # for the T, an offset without a colon, and round (not truncate) longer fractions; such lines go line by line.
 _PLAIN_TS = re.compile(rb'"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?[Zz]"')
 _TS, _ID, _SOURCE = itemgetter(1), itemgetter(0), attrgetter("source")
+_W_ID, _W_TS, _W_SOURCE, _W_NAME, _W_LABELS, _W_SEVERITY, _W_VALUE = map(
+    attrgetter, ("id", "ts", "source", "name", "labels", "severity", "value")
+)
 
 
 def _join(phrases: list[str]) -> str:
@@ -397,7 +405,12 @@ class SignalReader:
             self.first_problem = (line, message)
 
     def read(self, stream: IO[bytes]) -> Iterator[Signal]:
-        """Yield the good signals of `stream` in file order, tallying the bad lines.
+        """Yield the good signals of `stream` in file order, tallying the bad lines (see batches)."""
+        return chain.from_iterable(self.batches(stream))
+
+    def batches(self, stream: IO[bytes]) -> Iterator[list[Signal]]:
+        """The good signals of `stream` in file order, a list per piece read, tallying the bad lines. A caller that
+        holds every signal extends a list with these (in C) rather than passing each signal through a generator.
 
         The stream is read in pieces of whole lines. A piece takes the bulk path (_bulk: one msgspec decode of all its
         lines) when it provably holds only good signals, and otherwise goes line by line through the reference path
@@ -428,18 +441,18 @@ class SignalReader:
                     rest = data
                 continue
             piece, rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
-            yield from self._piece(piece)
+            yield self._piece(piece)
         if rest:
-            yield from self._piece(rest)
+            yield self._piece(rest)
 
-    def _piece(self, piece: bytes) -> Iterator[Signal] | list[Signal]:
+    def _piece(self, piece: bytes) -> list[Signal]:
         # Every line after the first lies inside one read of `limit` bytes; only the first can be too long.
         first = piece.find(b"\n")
         if (first if first >= 0 else len(piece)) <= self.limits.max_line_bytes:
             signals = self._bulk(piece)
             if signals is not None:
                 return signals
-        return self._read_lines(io.BytesIO(piece))
+        return list(self._read_lines(io.BytesIO(piece)))
 
     def _bulk(self, piece: bytes) -> list[Signal] | None:
         """The piece's signals when every line in it is a good signal, else None (and nothing tallied or kept).
@@ -474,50 +487,59 @@ class SignalReader:
             return None
         if len(wires) != lines or len(_PLAIN_TS.findall(piece)) != lines:
             return None
-        number = self.lines
-        out: list[Signal] = []
-        append = out.append
-        make = tuple.__new__
-        pairs = 0  # quoted strings beyond the nine every signal has (id, ts, source, name, labels: keys and values)
-        named_ts = False  # a label called "ts" could stand in for a malformed ts in the timestamp count
-        # Without a pool, strings are still shared within the piece: cheaper than a branch per field. (msgspec gives
-        # each severity, a Literal, as one shared str already.)
-        share = pool.strings.setdefault if pool is not None else {}.setdefault
-        for wire in wires:
-            labels, severity, value = wire.labels, wire.severity, wire.value
-            if by_text is not None:
-                text = bytes(labels)
-                labels = by_text.get(text)
-                if labels is None:
-                    labels = pool.labels_of(text)  # type: ignore[union-attr]
+        # Column by column, in C: map and zip over the decoded structs rather than a Python loop per signal.
+        ids = list(map(_W_ID, wires))
+        stamps = list(map(_W_TS, wires))
+        all_labels = list(map(_W_LABELS, wires))
+        if by_text is not None:
+            texts = list(map(bytes, all_labels))
+            all_labels = list(map(by_text.get, texts))
+            if None in all_labels:
+                # The label sets this piece brings first: found in C, pooled one by one.
+                for index in compress(range(lines), map(operator.is_, all_labels, repeat(None))):
+                    text = texts[index]
+                    labels = by_text.get(text)  # an earlier line of this piece may have pooled it
                     if labels is None:
-                        return None
-            number += 1
-            pairs += 2 * len(labels) + (severity is not None) * 2 + (value is not None)
-            if "ts" in labels:
-                named_ts = True
-            source, name = wire.source, wire.name
-            append(
-                make(
-                    Signal,
-                    (wire.id, wire.ts, share(source, source), share(name, name), labels, severity, value, number),
-                )
-            )
-        if named_ts or piece.count(b'"') != 2 * (9 * lines + pairs):
+                        labels = pool.labels_of(text)  # type: ignore[union-attr]
+                        if labels is None:
+                            return None
+                    all_labels[index] = labels
+            named_ts = pool.named_ts  # type: ignore[union-attr]
+        else:
+            named_ts = True  # not known: look
+        # A label called "ts" could stand in for a malformed ts in the timestamp count.
+        if named_ts and any(map(operator.contains, all_labels, repeat("ts"))):
+            return None
+        severities = list(map(_W_SEVERITY, wires))
+        values = list(map(_W_VALUE, wires))
+        # Quoted strings beyond the nine every signal has (id, ts, source, name, labels: keys and values).
+        pairs = 2 * sum(map(len, all_labels)) + 2 * (lines - severities.count(None)) + (lines - values.count(None))
+        if piece.count(b'"') != 2 * (9 * lines + pairs):
             return None
         if self.window is not None:
             start, end = self.window
-            stamps = list(map(_TS, out))
             if not (start <= min(stamps) and max(stamps) <= end):
                 return None
-        if not self.ids.add_new(list(map(_ID, out))):
+        if not self.ids.add_new(ids):
             return None
+        # Without a pool, strings are still shared within the piece: as cheap as not sharing them. (msgspec gives
+        # each severity, a Literal, as one shared str already.)
+        share = pool.strings.setdefault if pool is not None else {}.setdefault
+        sources = list(map(_W_SOURCE, wires))
+        sources = list(map(share, sources, sources))
+        names = list(map(_W_NAME, wires))
+        names = list(map(share, names, names))
+        number = self.lines
+        numbers = range(number + 1, number + lines + 1)
+        fields = zip(ids, stamps, sources, names, all_labels, severities, values, numbers, strict=True)
+        out: list[Signal] = list(map(tuple.__new__, repeat(Signal), fields))
+        number += lines
         self.lines = number
         self.count += lines
         if pool is not None:
             pool.seen += lines
         by_source = self.counts_by_source
-        for source, count in Counter(map(_SOURCE, out)).items():
+        for source, count in Counter(sources).items():
             by_source[source] = by_source.get(source, 0) + count
         return out
 
