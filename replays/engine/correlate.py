@@ -29,6 +29,7 @@ from .bundles import BUNDLE_KINDS, open_bundle
 from .canonical import canonical_json, canonical_text_json, sha256_hex
 from .formats import DEFAULT_LIMITS, Limits, format_timestamp
 from .gcpause import paused_gc
+from .lazymap import LazyMap
 from .policy import (
     ALL_LABELS,
     ActionRule,
@@ -136,6 +137,15 @@ class Suppressed(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Basis:
+    """The signals a replay selected, as read (before normalization) and in (ts, id) order, with the position in that
+    list of each of its `suppressed`: so the report can count them per second without a lookup by id."""
+
+    signals: list[Signal]
+    suppressed_at: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayResult:
     """What a replay formed. Every list is in a deterministic order: incidents by (first_ts, key), suppressed by the
     signals' (ts, id).
@@ -155,7 +165,9 @@ class ReplayResult:
     window: tuple[datetime, datetime] | None
     scope: dict[str, str] | None
     spec_hash: str
-    fingerprints: dict[str, str] = field(default_factory=dict)
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    # What the report's timeline reads (timeline.SignalProfile.collect_replayed); None for a result built by hand.
+    basis: Basis | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self, *, fingerprints: bool = False) -> dict[str, Any]:
         """Plain JSON. The per-signal fingerprints can be large (one per signal), so they are opt-in."""
@@ -187,6 +199,7 @@ class Ingested:
     signals: list[Signal]
     signals_in: int
     digest: str
+    raw: list[Signal]  # the same signals as read, before normalization
     # Per signal, the number of its content as read (content_numbers), or None when contents were mostly distinct.
     # Normalization maps equal contents to equal contents, so these numbers hold for the normalized signals too.
     contents: list[int] | None = None
@@ -343,7 +356,7 @@ def ingest(
         if contents is not None:
             contents = content_numbers(raw)  # numbered afresh: a number is a position in the list
     digest = signals_digest(raw)
-    return Ingested(normal, count, digest, contents)
+    return Ingested(normal, count, digest, raw, contents)
 
 
 # --- stage 2: deterministic correlation ---------------------------------------------------------------------------
@@ -1088,15 +1101,19 @@ def replay(
             **correlated.stats,
             **aggregate_stats,
         }
+        suppressed = list(map(_SECOND, correlated.suppressed))
+        selected = ingested.raw  # the same ids as the normalized signals, and kept for the basis anyway
+        fingerprints = correlated.fingerprints
         return ReplayResult(
             incidents=incidents,
-            suppressed=list(map(_SECOND, correlated.suppressed)),
+            suppressed=suppressed,
             stats=stats,
             signals_digest=ingested.digest,
             window=window,
             scope=dict(scope) if scope is not None else None,
             spec_hash=policy.spec_hash,
-            fingerprints=dict(zip(map(_ID, correlated.signals), correlated.fingerprints, strict=True)),
+            fingerprints=LazyMap(lambda: map(_ID, selected), lambda: fingerprints, len(selected)),
+            basis=Basis(ingested.raw, list(map(_FIRST, correlated.suppressed))),
         )
 
 

@@ -17,6 +17,8 @@ from fractions import Fraction
 from itertools import compress
 from typing import Any
 
+from .lazymap import LazyMap
+
 LIST_LIMIT = 100
 SAMPLE_IDS = 5  # signal ids quoted per grouped item (a move, a tightened group): enough to look one up
 MATCH_THRESHOLD = Fraction(1, 2)  # a baseline and a replay incident match when their Jaccard overlap is at least this
@@ -66,8 +68,8 @@ class IncidentSet:
 
     kind: str
     members: dict[str, tuple[str, ...]]  # incident key -> the signals it accounts for, sorted
-    fingerprints: dict[str, str]
-    suppressed: dict[str, tuple[str | None, str | None]]
+    fingerprints: Mapping[str, str]
+    suppressed: Mapping[str, tuple[str | None, str | None]]
     actions: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
     known: frozenset[str] | None = None
@@ -158,7 +160,9 @@ def result_set(result: Any) -> IncidentSet:
     """A ReplayResult as an IncidentSet, each incident holding the signals it accounts for (see `accounted`)."""
     members = accounted(result)
     # A window suppresses most of its signals: built in C (Suppressed is a NamedTuple: signal, reason, rule, by).
-    suppressed = dict(zip(map(_SIGNAL, result.suppressed), map(_REASON_RULE, result.suppressed), strict=True))
+    # Built on first lookup: only diffs look a signal up, and a report without a baseline or compare has none.
+    items = result.suppressed
+    suppressed = LazyMap(lambda: map(_SIGNAL, items), lambda: map(_REASON_RULE, items), len(items))
     actions = {
         incident.key: tuple(action_entry(action) for action in incident.actions) for incident in result.incidents
     }

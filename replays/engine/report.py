@@ -305,14 +305,25 @@ def _build_report(
                 for kind in ("tightened", "loosened"):
                     for item in diff["fingerprint"][kind]["items"]:
                         wanted.update(item["sample"])
-        narrowed = result.scope is not None or result.window is not None
-        profile = SignalProfile.collect(
-            signals,
-            selected=seen if narrowed else None,  # without a scope or sub-window the replay saw every signal
-            incident_of=replay_side.member_of(),
-            suppressed=replay_side.suppressed,
-            wanted=wanted,
-        )
+        basis = getattr(result, "basis", None)
+        if basis is not None:
+            # The replay's own selection, in order, with its suppressions by position: no lookups by id.
+            profile = SignalProfile.collect_replayed(
+                basis.signals,
+                suppressed=result.suppressed,
+                suppressed_at=basis.suppressed_at,
+                incident_of=replay_side.member_of(),
+                wanted=wanted,
+            )
+        else:
+            narrowed = result.scope is not None or result.window is not None
+            profile = SignalProfile.collect(
+                signals,
+                selected=seen if narrowed else None,  # without a scope or sub-window the replay saw every signal
+                incident_of=replay_side.member_of(),
+                suppressed=replay_side.suppressed,
+                wanted=wanted,
+            )
 
     actions = actions_section(result)
     stats = {key: int(value) for key, value in sorted(result.stats.items())}

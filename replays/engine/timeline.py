@@ -16,7 +16,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress, islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from .diffs import bounded
 from .formats import format_timestamp
@@ -32,6 +32,7 @@ BUCKET_STEPS = (
 DAY_S = 86400
 _CHUNK = 8192
 _ID, _TS, _SOURCE = operator.attrgetter("id"), operator.attrgetter("ts"), operator.attrgetter("source")
+_REASON_RULE = operator.itemgetter(1, 2)  # of a correlate.Suppressed
 
 
 def _chunks(signals: Iterable[Any]) -> Iterator[list[Any]]:
@@ -47,9 +48,9 @@ def bucket_seconds(length: timedelta) -> int:
     return DAY_S
 
 
-@dataclass(frozen=True)
-class Traits:
-    """What a highlight says about a signal: its source and name, where it happened."""
+class Traits(NamedTuple):
+    """What a highlight says about a signal: its source and name, where it happened. (A NamedTuple: an incident's
+    members each get one, tens of thousands in a big window.)"""
 
     source: str
     name: str
@@ -145,6 +146,49 @@ class SignalProfile:
                     labels = signal.labels
                     found = Traits(signal.source, signal.name, labels.get("pop"), labels.get("region"))
                     traits[signal_id] = interned.setdefault(found, found)
+        return profile
+
+    @classmethod
+    def collect_replayed(
+        cls,
+        signals: list[Any],
+        *,
+        suppressed: list[Any],
+        suppressed_at: list[int],
+        incident_of: Mapping[str, str],
+        wanted: AbstractSet[str],
+    ) -> SignalProfile:
+        """collect() for a replay's own selection (correlate.Basis): `signals` are exactly the selected signals in
+        (ts, id) order, and `suppressed_at` gives the position in them of each item of `suppressed` (the result's
+        Suppressed list). Each signal's suppression is found by position, never looked up by id, and first and last
+        times fall out of the order. Gives what collect() gives for the same signals in any order."""
+        profile = cls()
+        if not signals:
+            return profile
+        stamps = list(map(_TS, signals))
+        sources = list(map(_SOURCE, signals))
+        seconds = list(map(math.floor, map(datetime.timestamp, stamps)))
+        profile.signals = len(signals)
+        profile.first, profile.last = min(stamps), max(stamps)
+        profile.by_source.update(sources)
+        profile.per_second_source.update(zip(sources, seconds, strict=True))
+        ids = list(map(_ID, signals))
+        incidents = list(map(incident_of.get, ids))
+        profile.per_second_incident.update(compress(zip(incidents, seconds, strict=True), incidents))
+        when = list(map(stamps.__getitem__, suppressed_at))  # in time order, as suppressed_at is ascending
+        # (reason, rule) pairs made as they are consumed, each dropped unless it is a new key: no list of a million.
+        firsts = dict(zip(map(_REASON_RULE, reversed(suppressed)), reversed(when), strict=True))
+        lasts = dict(zip(map(_REASON_RULE, suppressed), when, strict=True))
+        spans = profile.suppressed_spans
+        for why, n in Counter(map(_REASON_RULE, suppressed)).items():
+            spans[why] = [firsts[why], lasts[why], n]
+        if wanted:
+            interned: dict[Traits, Traits] = {}
+            traits = profile.traits
+            for signal in compress(signals, map(wanted.__contains__, ids)):
+                labels = signal.labels
+                found = Traits(signal.source, signal.name, labels.get("pop"), labels.get("region"))
+                traits[signal.id] = interned.setdefault(found, found)
         return profile
 
     # --- the timeline -------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from replays.engine.canonical import canonical_json, sha256_hex
 from replays.engine.correlate import ReplayResult, fingerprint_of, replay, replay_file, signals_digest
 from replays.engine.demo_policies import baseline_policy, tightened_policy
 from replays.engine.policy import POLICY_SCHEMA, load_policy
+from replays.engine.report import build_report, report_bytes
 from replays.engine.samples import fingerprint as sample_fingerprint
 from replays.engine.samples import sample_bundle, sample_spec
 from replays.engine.signals import Signal, SignalReader, parse_signal
@@ -789,6 +791,28 @@ def test_it_decides_each_content_once_with_the_result_of_deciding_each_signal(sp
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(correlate_module, "content_numbers", lambda items: None)  # decide signal by signal
         assert replay(spec, signals).as_dict(fingerprints=True) == remembered
+
+
+@pytest.mark.parametrize("spec", [CONTENT_DECIDED, RICH, tightened_policy()], ids=["content", "values", "tightened"])
+@given(rows=st.lists(signal_st, max_size=40), scoped=st.booleans(), windowed=st.booleans())
+def test_it_draws_the_report_from_the_replays_own_selection_as_from_the_signals_read_again(
+    spec, rows, scoped, windowed
+):
+    signals = [
+        sig(at, name, source, severity, value, id=f"x{n:03d}", **labels)
+        for n, (at, name, source, severity, labels, value) in enumerate(rows)
+    ]
+    window = (T0 + timedelta(seconds=100), T0 + timedelta(seconds=500)) if windowed else None
+    replayed = replay(spec, signals, scope={"pop": "A"} if scoped else None, window=window)
+    assert replayed.basis is not None and len(replayed.basis.signals) == replayed.stats["signals_selected"]
+
+    by_position = build_report(replayed, policy_spec=spec, signals=signals)
+    # Without the basis the report reads the signals again and looks each one up by id, in any order.
+    by_id = build_report(dataclasses.replace(replayed, basis=None), policy_spec=spec, signals=signals[::-1])
+
+    assert report_bytes(by_position) == report_bytes(by_id)
+    spans = by_position["timeline"]["suppressed"]["items"]
+    assert sum(span["signals"] for span in spans) == len(replayed.suppressed)
 
 
 _SCRIPT = """
