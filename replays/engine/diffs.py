@@ -156,8 +156,11 @@ def accounted(result: Any) -> dict[str, tuple[str, ...]]:
     return {key: tuple(sorted(signals)) for key, signals in extents.items()}
 
 
-def result_set(result: Any) -> IncidentSet:
-    """A ReplayResult as an IncidentSet, each incident holding the signals it accounts for (see `accounted`)."""
+def result_set(result: Any, *, seen: bool = True) -> IncidentSet:
+    """A ReplayResult as an IncidentSet, each incident holding the signals it accounts for (see `accounted`).
+
+    With `seen=False` the set of signals the replay saw is left out (None): building it costs a tenth of a second a
+    million signals, and only a baseline comparison, a diff or a by-id timeline reads it."""
     members = accounted(result)
     # A window suppresses most of its signals: built in C (Suppressed is a NamedTuple: signal, reason, rule, by).
     # Built on first lookup: only diffs look a signal up, and a report without a baseline or compare has none.
@@ -168,13 +171,17 @@ def result_set(result: Any) -> IncidentSet:
     }
     titles = {incident.key: incident.title or incident.key for incident in result.incidents}
     fingerprints = result.fingerprints or {}  # read only here: no need to copy a million entries
-    # A replay's fingerprints name every signal it selected, so they are usually all it saw; the union is only built
-    # for a result that lacks some (a million-signal union costs a fifth of a second).
-    seen = frozenset(fingerprints)
-    missing = [group for group in (suppressed, *members.values()) if not seen.issuperset(group)]
-    if missing:
-        seen = seen.union(*missing)
-    return IncidentSet(REPLAY, members, fingerprints, suppressed, actions=actions, titles=titles, seen=seen)
+    selection: frozenset[str] | None = None
+    if seen:
+        # A replay's fingerprints name every signal it selected, so they are usually all it saw; the union is only
+        # built for a result that lacks some (a million-signal union costs a fifth of a second). A replayed result
+        # (with a basis) holds its suppressed signals and members inside its selection by construction.
+        selection = frozenset(fingerprints)
+        if getattr(result, "basis", None) is None:
+            missing = [group for group in (suppressed, *members.values()) if not selection.issuperset(group)]
+            if missing:
+                selection = selection.union(*missing)
+    return IncidentSet(REPLAY, members, fingerprints, suppressed, actions=actions, titles=titles, seen=selection)
 
 
 # --- matching incidents by member overlap -----------------------------------------------------------------------------

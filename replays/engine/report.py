@@ -13,6 +13,7 @@ import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
+from itertools import compress
 from typing import Any
 
 from .canonical import canonical_json, sha256_hex, spec_hash
@@ -276,7 +277,10 @@ def _build_report(
         if compare.signals_digest != result.signals_digest:
             raise ValueError("the compare result replayed different signals (its signals_digest differs)")
 
-    replay_side = result_set(result)
+    basis = getattr(result, "basis", None)  # a replayed result's own selection (correlate.Basis)
+    # The set of signals the replay saw is read only against a baseline or a compare replay, or to read the signals
+    # again without a basis.
+    replay_side = result_set(result, seen=baseline is not None or compare is not None or basis is None)
     seen = replay_side.seen or frozenset()
     baseline_side: IncidentSet | None = None
     coverage: Fraction | None = None
@@ -305,7 +309,6 @@ def _build_report(
                 for kind in ("tightened", "loosened"):
                     for item in diff["fingerprint"][kind]["items"]:
                         wanted.update(item["sample"])
-        basis = getattr(result, "basis", None)
         if basis is not None:
             # The replay's own selection, in order, with its suppressions by position: no lookups by id.
             profile = SignalProfile.collect_replayed(
@@ -340,12 +343,11 @@ def _build_report(
         )
         for i in result.incidents[:INCIDENT_LIMIT]
     ]
-    by_rule = Counter(map(operator.attrgetter("reason", "rule"), result.suppressed))
-    # The first SUPPRESSED_LIMIT by signal id, without sorting (or converting) the other hundreds of thousands.
-    suppressed = [
-        item.as_dict()
-        for item in heapq.nsmallest(SUPPRESSED_LIMIT, result.suppressed, key=operator.attrgetter("signal"))
-    ]
+    if basis is not None and profile is not None:
+        by_rule = Counter({why: span[2] for why, span in profile.suppressed_spans.items()})  # counted already
+    else:
+        by_rule = Counter(map(operator.attrgetter("reason", "rule"), result.suppressed))
+    suppressed = [item.as_dict() for item in first_suppressed(result.suppressed, SUPPRESSED_LIMIT)]
 
     parity = None
     if to_baseline is not None and baseline is not None:
@@ -408,6 +410,14 @@ def _build_report(
     }
     report[SHA_KEY] = report_digest(report)
     return report
+
+
+def first_suppressed(items: list[Any], limit: int) -> list[Any]:
+    """The first `limit` suppressed items by signal id, without sorting (or converting) the other hundreds of
+    thousands: the smallest ids are picked among plain strings (a key function would run once per item)."""
+    ids = list(map(operator.attrgetter("signal"), items))
+    chosen = set(heapq.nsmallest(limit, ids))
+    return sorted(compress(items, map(chosen.__contains__, ids)), key=operator.attrgetter("signal"))[:limit]
 
 
 def report_digest(report: Mapping[str, Any]) -> str:
