@@ -15,8 +15,9 @@ import bisect
 import hashlib
 import operator
 import os
+from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress, count, repeat
@@ -142,7 +143,7 @@ class Basis:
     list of each of its `suppressed`: so the report can count them per second without a lookup by id."""
 
     signals: list[Signal]
-    suppressed_at: list[int]
+    suppressed_at: Sequence[int]  # an array of machine ints: a list would keep a million int objects alive
 
 
 @dataclass(frozen=True, slots=True)
@@ -1113,7 +1114,7 @@ def replay(
             scope=dict(scope) if scope is not None else None,
             spec_hash=policy.spec_hash,
             fingerprints=LazyMap(lambda: map(_ID, selected), lambda: fingerprints, len(selected)),
-            basis=Basis(ingested.raw, list(map(_FIRST, correlated.suppressed))),
+            basis=Basis(ingested.raw, array("q", map(_FIRST, correlated.suppressed))),
         )
 
 

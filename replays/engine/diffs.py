@@ -17,7 +17,7 @@ from fractions import Fraction
 from itertools import compress
 from typing import Any
 
-from .lazymap import LazyMap
+from .lazymap import LazyMap, as_dict
 
 LIST_LIMIT = 100
 SAMPLE_IDS = 5  # signal ids quoted per grouped item (a move, a tightened group): enough to look one up
@@ -156,23 +156,30 @@ def accounted(result: Any) -> dict[str, tuple[str, ...]]:
     return {key: tuple(sorted(signals)) for key, signals in extents.items()}
 
 
-def result_set(result: Any, *, seen: bool = True) -> IncidentSet:
+def result_set(result: Any, *, compared: bool = True) -> IncidentSet:
     """A ReplayResult as an IncidentSet, each incident holding the signals it accounts for (see `accounted`).
 
-    With `seen=False` the set of signals the replay saw is left out (None): building it costs a tenth of a second a
-    million signals, and only a baseline comparison, a diff or a by-id timeline reads it."""
+    `compared=False` says the set will not be diffed or matched against a baseline: then the set of signals the
+    replay saw is left out (None), and the per-signal maps stay LazyMaps, built only if something looks one up.
+    Building them costs a fifth of a second a million signals, and a report without a baseline or a compare replay
+    needs neither."""
     members = accounted(result)
     # A window suppresses most of its signals: built in C (Suppressed is a NamedTuple: signal, reason, rule, by).
-    # Built on first lookup: only diffs look a signal up, and a report without a baseline or compare has none.
     items = result.suppressed
-    suppressed = LazyMap(lambda: map(_SIGNAL, items), lambda: map(_REASON_RULE, items), len(items))
+    suppressed: Mapping[str, tuple[str | None, str | None]]
+    if compared:
+        suppressed = dict(zip(map(_SIGNAL, items), map(_REASON_RULE, items), strict=True))
+    else:
+        suppressed = LazyMap(lambda: map(_SIGNAL, items), lambda: map(_REASON_RULE, items), len(items))
     actions = {
         incident.key: tuple(action_entry(action) for action in incident.actions) for incident in result.incidents
     }
     titles = {incident.key: incident.title or incident.key for incident in result.incidents}
     fingerprints = result.fingerprints or {}  # read only here: no need to copy a million entries
+    if compared:
+        fingerprints = as_dict(fingerprints)  # diffs look up every signal: in C, on the built dict
     selection: frozenset[str] | None = None
-    if seen:
+    if compared:
         # A replay's fingerprints name every signal it selected, so they are usually all it saw; the union is only
         # built for a result that lacks some (a million-signal union costs a fifth of a second). A replayed result
         # (with a basis) holds its suppressed signals and members inside its selection by construction.

@@ -40,5 +40,27 @@ class LazyMap(Mapping[Any, Any]):
     def __len__(self) -> int:
         return self._length
 
+    # The views and get of the built dict itself, so bulk work over them (set algebra, map) runs in C.
+    def keys(self) -> Any:
+        return self._built().keys()
+
+    def values(self) -> Any:
+        return self._built().values()
+
+    def items(self) -> Any:
+        return self._built().items()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._built().get(key, default)
+
+    def as_dict(self) -> dict[Any, Any]:
+        """The built dict (not a copy): for callers that look up many keys."""
+        return self._built()
+
+
+def as_dict(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """A LazyMap's built dict, any other mapping as it is: lookups by C-level dict methods."""
+    return mapping.as_dict() if isinstance(mapping, LazyMap) else mapping
+
     def __repr__(self) -> str:
         return f"LazyMap({self._length} entries)"

@@ -278,9 +278,9 @@ def _build_report(
             raise ValueError("the compare result replayed different signals (its signals_digest differs)")
 
     basis = getattr(result, "basis", None)  # a replayed result's own selection (correlate.Basis)
-    # The set of signals the replay saw is read only against a baseline or a compare replay, or to read the signals
-    # again without a basis.
-    replay_side = result_set(result, seen=baseline is not None or compare is not None or basis is None)
+    # The replay's seen-set and per-signal maps are read only against a baseline or a compare replay, or to read the
+    # signals again without a basis.
+    replay_side = result_set(result, compared=baseline is not None or compare is not None or basis is None)
     seen = replay_side.seen or frozenset()
     baseline_side: IncidentSet | None = None
     coverage: Fraction | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -154,7 +154,7 @@ class SignalProfile:
         signals: list[Any],
         *,
         suppressed: list[Any],
-        suppressed_at: list[int],
+        suppressed_at: Sequence[int],
         incident_of: Mapping[str, str],
         wanted: AbstractSet[str],
     ) -> SignalProfile:
