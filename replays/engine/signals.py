@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, compress, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import IO, Annotated, Any, Literal, NamedTuple
 
 import msgspec
@@ -364,7 +364,6 @@ _decode_labels = msgspec.json.Decoder(_Labels).decode
 # The timestamps both readings agree on: UTC (Z) with at most six fraction digits. msgspec would also take a space
 # for the T, an offset without a colon, and round (not truncate) longer fractions; such lines go line by line.
 _PLAIN_TS = re.compile(rb'"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?[Zz]"')
-_TS, _ID, _SOURCE = itemgetter(1), itemgetter(0), attrgetter("source")
 _W_ID, _W_TS, _W_SOURCE, _W_NAME, _W_LABELS, _W_SEVERITY, _W_VALUE = map(
     attrgetter, ("id", "ts", "source", "name", "labels", "severity", "value")
 )
