@@ -279,15 +279,13 @@ def _normalizer(policy: Policy) -> Callable[[Signal], Signal]:
 def _normalize_all(
     normalize: Callable[[Signal], Signal], signals: list[Signal], contents: list[int] | None
 ) -> list[Signal]:
-    """[normalize(s) for s in signals], each distinct content normalized once (per_content).
+    """[normalize(s) for s in signals], each distinct content normalized once (per_content), and only the signals
+    whose content changes rebuilt.
 
     That matters downstream more than here: signals with equal labels come out sharing one normalized dict (never
     changed afterwards), where each renamed or dropped label used to give every signal a dict of its own, which cost
     memory and defeated the fingerprint's memo of sorted label sets.
     """
-    if contents is None:
-        return [normalize(signal) for signal in signals]
-
     def changes(signal: Signal) -> tuple[str, str, dict[str, str], str | None] | None:
         normal = normalize(signal)
         return None if normal is signal else normal[2:6]  # source, name, labels, severity
@@ -473,9 +471,11 @@ def content_numbers(signals: list[Signal]) -> list[int] | None:
     return head + list(map(number, _content_keys(signals[_CONTENT_PROBE:]), count(_CONTENT_PROBE)))
 
 
-def per_content(compute: Callable[[Signal], Any], signals: list[Signal], contents: list[int]) -> list[Any]:
+def per_content(compute: Callable[[Signal], Any], signals: list[Signal], contents: list[int] | None) -> list[Any]:
     """[compute(s) for s in signals] for a `compute` that reads only a signal's content, computed once per content
-    number (content_numbers) on its first signal."""
+    number (content_numbers) on its first signal; signal by signal when `contents` is None."""
+    if contents is None:
+        return list(map(compute, signals))
     # A content's number is the position of its first signal (content_numbers).
     decided = {content: compute(signals[content]) for content in dict.fromkeys(contents)}
     return list(map(decided.__getitem__, contents))
@@ -593,6 +593,11 @@ def _threshold_check(threshold: Threshold, rank: Mapping[str, int]) -> Callable[
         return floor is not None and value < floor
 
     return drops
+
+
+def _first_rule(rules: list[tuple[str, Callable[[Signal], bool]]], signal: Signal) -> str | None:
+    """The name of the first of `rules` ((name, test) pairs, in policy order) whose test holds for `signal`."""
+    return next((name for name, test in rules if test(signal)), None)
 
 
 def _silence_check(silence: Silence) -> Callable[[Signal], bool]:
@@ -730,10 +735,9 @@ def correlate(policy: Policy, ingested: Ingested) -> Correlated:
         # Fingerprint and threshold verdict both follow from a signal's content: computed once per distinct content.
         def decide(signal: Signal) -> tuple[str, int, str | None]:
             found, rule = fingerprint(signal)
-            return found, rule, next((name for name, drops in thresholds if drops(signal)), None)
+            return found, rule, _first_rule(thresholds, signal)
 
-        contents = ingested.contents
-        decided = per_content(decide, signals, contents) if contents is not None else list(map(decide, signals))
+        decided = per_content(decide, signals, ingested.contents)
         fingerprints = list(map(_FIRST, decided))
         rule_of = list(map(_SECOND, decided))
         threshold_hits = list(map(_THIRD, decided))
@@ -761,22 +765,12 @@ def correlate(policy: Policy, ingested: Ingested) -> Correlated:
     else:
         suppressed, firing, candidates = [], [], []
         for position, signal in enumerate(signals):
-            hit = None
-            for name, check in silences:
-                if check(signal):
-                    hit = name
-                    break
+            hit = _first_rule(silences, signal)
             if hit is not None:
                 suppressed.append((position, make(Suppressed, (signal.id, "silence", hit, None))))
                 firing.append(position)
                 continue
-            if threshold_hits is not None:
-                hit = threshold_hits[position]
-            else:
-                for name, drops in thresholds:
-                    if drops(signal):
-                        hit = name
-                        break
+            hit = threshold_hits[position] if threshold_hits is not None else _first_rule(thresholds, signal)
             if hit is not None:
                 suppressed.append((position, make(Suppressed, (signal.id, "threshold", hit, None))))
                 continue
@@ -1114,7 +1108,7 @@ def replay(
             scope=dict(scope) if scope is not None else None,
             spec_hash=policy.spec_hash,
             fingerprints=LazyMap(lambda: map(_ID, selected), lambda: fingerprints, len(selected)),
-            basis=Basis(ingested.raw, array("q", map(_FIRST, correlated.suppressed))),
+            basis=Basis(selected, array("q", map(_FIRST, correlated.suppressed))),
         )
 
 
