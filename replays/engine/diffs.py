@@ -164,31 +164,27 @@ def result_set(result: Any, *, compared: bool = True) -> IncidentSet:
     Building them costs a fifth of a second a million signals, and a report without a baseline or a compare replay
     needs neither."""
     members = accounted(result)
-    # A window suppresses most of its signals: built in C (Suppressed is a NamedTuple: signal, reason, rule, by).
-    items = result.suppressed
-    suppressed: Mapping[str, tuple[str | None, str | None]]
-    if compared:
-        suppressed = dict(zip(map(_SIGNAL, items), map(_REASON_RULE, items), strict=True))
-    else:
-        suppressed = LazyMap(lambda: map(_SIGNAL, items), lambda: map(_REASON_RULE, items), len(items))
     actions = {
         incident.key: tuple(action_entry(action) for action in incident.actions) for incident in result.incidents
     }
     titles = {incident.key: incident.title or incident.key for incident in result.incidents}
-    fingerprints = result.fingerprints or {}  # read only here: no need to copy a million entries
-    if compared:
-        fingerprints = as_dict(fingerprints)  # diffs look up every signal: in C, on the built dict
-    selection: frozenset[str] | None = None
-    if compared:
-        # A replay's fingerprints name every signal it selected, so they are usually all it saw; the union is only
-        # built for a result that lacks some (a million-signal union costs a fifth of a second). A replayed result
-        # (with a basis) holds its suppressed signals and members inside its selection by construction.
-        selection = frozenset(fingerprints)
-        if getattr(result, "basis", None) is None:
-            missing = [group for group in (suppressed, *members.values()) if not selection.issuperset(group)]
-            if missing:
-                selection = selection.union(*missing)
-    return IncidentSet(REPLAY, members, fingerprints, suppressed, actions=actions, titles=titles, seen=selection)
+    # A window suppresses most of its signals: built in C (Suppressed is a NamedTuple: signal, reason, rule, by).
+    items = result.suppressed
+    if not compared:
+        suppressed = LazyMap(lambda: map(_SIGNAL, items), lambda: map(_REASON_RULE, items), len(items))
+        fingerprints = result.fingerprints or {}  # read only here: no need to copy a million entries
+        return IncidentSet(REPLAY, members, fingerprints, suppressed, actions=actions, titles=titles, seen=None)
+    suppressed = dict(zip(map(_SIGNAL, items), map(_REASON_RULE, items), strict=True))
+    fingerprints = as_dict(result.fingerprints or {})  # diffs look up every signal: in C, on the built dict
+    # A replay's fingerprints name every signal it selected, so they are usually all it saw; the union is only built
+    # for a result that lacks some (a million-signal union costs a fifth of a second). A replayed result (with a
+    # basis) holds its suppressed signals and members inside its selection by construction.
+    seen = frozenset(fingerprints)
+    if getattr(result, "basis", None) is None:
+        missing = [group for group in (suppressed, *members.values()) if not seen.issuperset(group)]
+        if missing:
+            seen = seen.union(*missing)
+    return IncidentSet(REPLAY, members, fingerprints, suppressed, actions=actions, titles=titles, seen=seen)
 
 
 # --- matching incidents by member overlap -----------------------------------------------------------------------------
