@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,10 +88,6 @@ class SignalProfile:
         at a few hundred thousand signals a plain loop cost more than the replay itself.
         """
         profile = cls()
-        by_source = profile.by_source
-        per_source, per_incident = profile.per_second_source, profile.per_second_incident
-        spans = profile.suppressed_spans
-        traits = profile.traits
         interned: dict[Traits, Traits] = {}  # thousands of members share a handful of trait tuples
         for chunk in _chunks(signals):
             ids = list(map(_ID, chunk))
@@ -102,50 +98,18 @@ class SignalProfile:
                 if not chunk:
                     continue
             stamps = list(map(_TS, chunk))
-            sources = list(map(_SOURCE, chunk))
-            seconds = list(map(math.floor, map(datetime.timestamp, stamps)))
-            profile.signals += len(chunk)
-            low, high = min(stamps), max(stamps)
-            profile.first = low if profile.first is None else min(profile.first, low)
-            profile.last = high if profile.last is None else max(profile.last, high)
-            by_source.update(sources)
-            per_source.update(zip(sources, seconds, strict=True))
-            incidents = list(map(incident_of.get, ids))
-            per_incident.update(compress(zip(incidents, seconds, strict=True), incidents))  # members only
+            profile._count(ids, stamps, list(map(_SOURCE, chunk)), incident_of)
             whys = list(map(suppressed.get, ids))
-            if all(map(operator.le, stamps, islice(stamps, 1, None))):
-                # In time order (as agents write): each rule's first and last time fall out of two dicts, in C.
-                firsts = dict(zip(reversed(whys), reversed(stamps), strict=True))
-                lasts = dict(zip(whys, stamps, strict=True))
-                for why, n in Counter(whys).items():
-                    if why is None:
-                        continue
-                    span = spans.get(why)
-                    if span is None:
-                        spans[why] = [firsts[why], lasts[why], n]
-                    else:
-                        span[0], span[1], span[2] = min(span[0], firsts[why]), max(span[1], lasts[why]), span[2] + n
+            if all(map(operator.le, stamps, islice(stamps, 1, None))):  # in time order, as agents write
+                profile._add_spans_in_order(whys, stamps)
             else:
                 for why, ts in zip(whys, stamps, strict=True):
-                    if why is None:
-                        continue
-                    span = spans.get(why)
-                    if span is None:
-                        spans[why] = [ts, ts, 1]
-                    else:
-                        if ts < span[0]:
-                            span[0] = ts
-                        elif ts > span[1]:
-                            span[1] = ts
-                        span[2] += 1
+                    if why is not None:
+                        profile._add_span(why, ts, ts, 1)
             hits = wanted.intersection(ids) if wanted else ()
             if hits:
                 index = dict(zip(ids, chunk, strict=True))
-                for signal_id in hits:
-                    signal = index[signal_id]
-                    labels = signal.labels
-                    found = Traits(signal.source, signal.name, labels.get("pop"), labels.get("region"))
-                    traits[signal_id] = interned.setdefault(found, found)
+                profile._note_traits(map(index.__getitem__, hits), interned)
         return profile
 
     @classmethod
@@ -166,30 +130,60 @@ class SignalProfile:
         if not signals:
             return profile
         stamps = list(map(_TS, signals))
-        sources = list(map(_SOURCE, signals))
-        seconds = list(map(math.floor, map(datetime.timestamp, stamps)))
-        profile.signals = len(signals)
-        profile.first, profile.last = min(stamps), max(stamps)
-        profile.by_source.update(sources)
-        profile.per_second_source.update(zip(sources, seconds, strict=True))
         ids = list(map(_ID, signals))
-        incidents = list(map(incident_of.get, ids))
-        profile.per_second_incident.update(compress(zip(incidents, seconds, strict=True), incidents))
+        profile._count(ids, stamps, list(map(_SOURCE, signals)), incident_of)
         when = list(map(stamps.__getitem__, suppressed_at))  # in time order, as suppressed_at is ascending
         # (reason, rule) pairs made as they are consumed, each dropped unless it is a new key: no list of a million.
-        firsts = dict(zip(map(_REASON_RULE, reversed(suppressed)), reversed(when), strict=True))
-        lasts = dict(zip(map(_REASON_RULE, suppressed), when, strict=True))
-        spans = profile.suppressed_spans
-        for why, n in Counter(map(_REASON_RULE, suppressed)).items():
-            spans[why] = [firsts[why], lasts[why], n]
+        profile._add_spans_in_order(suppressed, when, why=_REASON_RULE)
         if wanted:
-            interned: dict[Traits, Traits] = {}
-            traits = profile.traits
-            for signal in compress(signals, map(wanted.__contains__, ids)):
-                labels = signal.labels
-                found = Traits(signal.source, signal.name, labels.get("pop"), labels.get("region"))
-                traits[signal.id] = interned.setdefault(found, found)
+            profile._note_traits(compress(signals, map(wanted.__contains__, ids)), {})
         return profile
+
+    # --- what collect and collect_replayed share ----------------------------------------------------------------------
+
+    def _count(
+        self, ids: list[str], stamps: list[datetime], sources: list[str], incident_of: Mapping[str, str]
+    ) -> None:
+        """Count one batch of signals (their ids, times and sources, in step): in all, per second by source, and per
+        second by incident for the members of one."""
+        seconds = list(map(math.floor, map(datetime.timestamp, stamps)))
+        self.signals += len(stamps)
+        low, high = min(stamps), max(stamps)
+        self.first = low if self.first is None else min(self.first, low)
+        self.last = high if self.last is None else max(self.last, high)
+        self.by_source.update(sources)
+        self.per_second_source.update(zip(sources, seconds, strict=True))
+        incidents = list(map(incident_of.get, ids))
+        self.per_second_incident.update(compress(zip(incidents, seconds, strict=True), incidents))
+
+    def _add_span(self, why: tuple[str | None, str | None], first: datetime, last: datetime, count: int) -> None:
+        span = self.suppressed_spans.get(why)
+        if span is None:
+            self.suppressed_spans[why] = [first, last, count]
+        else:
+            span[0], span[1], span[2] = min(span[0], first), max(span[1], last), span[2] + count
+
+    def _add_spans_in_order(
+        self, items: Sequence[Any], stamps: Sequence[datetime], why: Callable[[Any], Any] | None = None
+    ) -> None:
+        """Add to the suppressed spans the items whose why (`why(item)`, else the item itself: a (reason, rule) or
+        None) is not None. `stamps`, one per item, are in time order, so each rule's first and last time fall out of
+        two dicts, in C."""
+
+        def whys(sequence: Iterable[Any]) -> Iterable[Any]:
+            return sequence if why is None else map(why, sequence)
+
+        firsts = dict(zip(whys(reversed(items)), reversed(stamps), strict=True))
+        lasts = dict(zip(whys(items), stamps, strict=True))
+        for key, n in Counter(whys(items)).items():
+            if key is not None:
+                self._add_span(key, firsts[key], lasts[key], n)
+
+    def _note_traits(self, signals: Iterable[Any], interned: dict[Traits, Traits]) -> None:
+        for signal in signals:
+            labels = signal.labels
+            found = Traits(signal.source, signal.name, labels.get("pop"), labels.get("region"))
+            self.traits[signal.id] = interned.setdefault(found, found)
 
     # --- the timeline -------------------------------------------------------------------------------------------------
 
