@@ -54,7 +54,19 @@ class IdSet:
 
     def add(self, item: str) -> bool:
         """Add item; return False when it (or an id with the same digest) was already there."""
-        digest = _digest(item)
+        return self._insert(_digest(item))
+
+    def add_new(self, items: list[str]) -> bool:
+        """Add every item when none is here yet and no two are equal; otherwise add nothing and return False (the
+        reader's bulk path: a piece of lines either passes whole or goes line by line, which words the duplicate)."""
+        digests = [_digest(item) for item in items]
+        if len(set(digests)) != len(digests) or any(self._table[self._slot(d)] == d for d in digests):
+            return False
+        for digest in digests:
+            self._insert(digest)
+        return True
+
+    def _insert(self, digest: int) -> bool:
         index = self._slot(digest)
         if self._table[index] == digest:
             return False
@@ -62,23 +74,6 @@ class IdSet:
         self._count += 1
         if self._count * _MAX_LOAD_DEN > len(self._table) * _MAX_LOAD_NUM:
             self._grow()
-        return True
-
-    def add_new(self, items: list[str]) -> bool:
-        """Add every item when none is here yet and no two are equal; otherwise add nothing and return False (the
-        reader's bulk path: a piece of lines either passes whole or goes line by line, which words the duplicate)."""
-        digests = [_digest(item) for item in items]
-        if len(set(digests)) != len(digests):
-            return False
-        table = self._table
-        for digest in digests:
-            if table[self._slot(digest)] == digest:
-                return False
-        for digest in digests:
-            self._table[self._slot(digest)] = digest
-            self._count += 1
-            if self._count * _MAX_LOAD_DEN > len(self._table) * _MAX_LOAD_NUM:
-                self._grow()
         return True
 
     def _grow(self) -> None:
