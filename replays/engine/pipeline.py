@@ -25,7 +25,7 @@ from .gcpause import paused_gc
 from .idset import ExactIdSet
 from .policy import Policy, load_policy
 from .report import build_report, report_bytes
-from .signals import Signal, SignalPool, SignalReader
+from .signals import SIGNALS_MEMBER, Signal, SignalPool, SignalReader
 
 _GZIP, _ZIP = b"\x1f\x8b", (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -78,10 +78,8 @@ class SignalSource:
         """A reader and the signals through it, shared through one pool; a bundle's signals must lie in its window, as
         the upload checks."""
         # The replay holds every signal anyway, so uniqueness uses a plain set rather than the compact digest table.
-        if self.bundle is not None:
-            reader = SignalReader(window=self.window, ids=ExactIdSet(), pool=SignalPool())
-        else:
-            reader = SignalReader(member=self.path, ids=ExactIdSet(), pool=SignalPool())
+        member = SIGNALS_MEMBER if self.bundle is not None else self.path
+        reader = SignalReader(window=self.window, member=member, ids=ExactIdSet(), pool=SignalPool())
         return reader, self.read(reader)
 
     def all(self) -> Iterator[Signal]:

@@ -387,7 +387,7 @@ class SignalReader:
     member: str = SIGNALS_MEMBER
     count: int = 0
     lines: int = 0
-    counts_by_source: dict[str, int] = field(default_factory=dict)
+    counts_by_source: Counter[str] = field(default_factory=Counter)
     ids: IdSet | ExactIdSet = field(default_factory=IdSet)
     bad_lines: list[int] = field(default_factory=list)
     bad_total: int = 0
@@ -528,18 +528,14 @@ class SignalReader:
         sources = list(map(share, sources, sources))
         names = list(map(_W_NAME, wires))
         names = list(map(share, names, names))
-        number = self.lines
-        numbers = range(number + 1, number + lines + 1)
+        numbers = range(self.lines + 1, self.lines + lines + 1)
         fields = zip(ids, stamps, sources, names, all_labels, severities, values, numbers, strict=True)
         out: list[Signal] = list(map(tuple.__new__, repeat(Signal), fields))
-        number += lines
-        self.lines = number
+        self.lines += lines
         self.count += lines
         if pool is not None:
             pool.seen += lines
-        by_source = self.counts_by_source
-        for source, count in Counter(sources).items():
-            by_source[source] = by_source.get(source, 0) + count
+        self.counts_by_source.update(sources)
         return out
 
     def _read_lines(self, stream: IO[bytes]) -> Iterator[Signal]:
@@ -610,7 +606,7 @@ class SignalReader:
                 self._bad(number, "outside", f"ts {format_timestamp(signal.ts)} is {edge}")
                 continue
             self.count += 1
-            by_source[signal.source] = by_source.get(signal.source, 0) + 1
+            by_source[signal.source] += 1
             yield signal if self.pool is None else self.pool.share(signal)
         self.lines = number
 
