@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from replays.engine import report as report_module
 from replays.engine.correlate import Suppressed
 from replays.engine.diffs import baseline_set, match_incidents, result_set
 from replays.engine.report import (
@@ -420,3 +421,15 @@ def test_it_shows_the_tightened_policy_folding_bgp_and_dns_into_one_episode(demo
     assert against_baseline_policy
     assert all(name in against_baseline_policy[0] for name in ("bgp_session_flap", "dns_servfail", "at POP-12"))
     assert report["parity"]["merged"]["count"] >= 1
+
+
+def test_it_lists_the_first_suppressed_signals_by_id_up_to_the_limit(monkeypatch):
+    monkeypatch.setattr(report_module, "SUPPRESSED_LIMIT", 3)
+    order = [7, 2, 9, 0, 5, 1, 8]  # not the ids' order: the list is picked and sorted, not cut from the front
+    replayed = result({"r-1": ["m1"]}, suppressed={f"s{n}": ("threshold", "floor") for n in order})
+
+    report = build_report(replayed, policy_spec=SPEC)
+
+    assert [item["signal"] for item in report["suppressed"]] == ["s0", "s1", "s2"]
+    assert report["limits"]["suppressed"] == 3
+    assert report["suppressed_by_rule"] == [{"reason": "threshold", "rule": "floor", "signals": 7}]
