@@ -49,7 +49,6 @@ AUDIT_EVENTS_SHOWN = 200
 FAILURE_MINUTES = 60
 
 
-
 @dataclass(frozen=True)
 class Banner:
     """One escalation point the data shows: `code` names it (the element id is escalation-<code>)."""

@@ -31,6 +31,8 @@ from traceflux import audit
 log = logging.getLogger(__name__)
 
 ATTEMPT_METHODS = frozenset({"POST", "PUT"})  # LoginView.put is its post
+
+
 def _refusal(request: HttpRequest, site: AdminSite, *, title: str, detail: str, status: int,
              wait: int) -> HttpResponse:
     context = {**site.each_context(request), "title": title, "detail": detail, "wait": wait}

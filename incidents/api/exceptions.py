@@ -32,7 +32,6 @@ from .limits import CACHE_ERRORS, UNAVAILABLE_RETRY_AFTER
 log = logging.getLogger(__name__)
 
 
-
 def _validation_payload(error: DjangoValidationError) -> dict:
     if hasattr(error, "message_dict"):
         fields = {field: " ".join(messages) for field, messages in error.message_dict.items()}

@@ -8,15 +8,14 @@ import math
 from django.conf import settings
 from django_ratelimit.core import get_usage
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.permissions import BasePermission
 
 from .auth import AgentPrincipal
 
 # The cache holding the counters did not answer: callers answer 503 with Retry-After rather than fail open or 500.
-CACHE_ERRORS = (ConnectionInterrupted, RedisConnectionError, RedisTimeoutError)
+CACHE_ERRORS = (ConnectionInterrupted, RedisError)  # RedisError: refused connections and timeouts among them
 UNAVAILABLE_RETRY_AFTER = 5  # seconds a client is asked to wait after a 503 from a backing service
 
 
