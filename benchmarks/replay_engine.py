@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from run import Row, print_table
 
@@ -313,6 +314,98 @@ def reader_pass(path: Path) -> float:
     seconds = time.perf_counter() - start
     assert reader.error() is None, reader.error()
     return seconds
+
+
+class FloorWire(msgspec.Struct, gc=False):
+    """A signal line as floors() decodes it: no checks, the labels as raw JSON text."""
+
+    id: str
+    ts: datetime
+    source: str
+    name: str
+    labels: msgspec.Raw
+    severity: str | None = None
+    value: float | int | None = None
+
+
+def floors(path: Path) -> list[tuple[str, float, str]]:
+    """The per-signal work every replay does before it correlates anything, in plain form, measured step by step in
+    this process with the collector paused (as the engine runs): decode every line (msgspec structs as the engine's
+    bulk path decodes them, the labels as raw text, in the same pieces), take the columns out, number each distinct
+    content, order by (ts, id) and hash the selection. No step checks, filters or normalizes, and none builds a
+    per-signal object beyond the decoded struct and its columns. It shows how much of the speed goal's budget goes
+    before any policy runs. Then the columnar readers, when installed (they are not dependencies): their read alone."""
+    import hashlib
+    from operator import attrgetter
+
+    from replays.engine.gcpause import paused_gc
+
+    decode = msgspec.json.Decoder(list[FloorWire]).decode
+    data = path.read_bytes()
+    steps: list[tuple[str, float, str]] = []
+    with paused_gc():
+        clock = time.perf_counter()
+
+        def lap(name: str, note: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            steps.append((name, now - clock, note))
+            clock = now
+
+        wires: list[FloorWire] = []
+        start = 0
+        while start < len(data):
+            end = data.rfind(b"\n", start, start + MiB) + 1 or len(data)
+            wires += decode(b"[" + data[start : end - 1].replace(b"\n", b",") + b"]")
+            start = end
+        lap("decode", "msgspec, 1 MiB pieces as one JSON array each (the engine's bulk path)")
+        ids, stamps, sources, names, labels, severities, values = (
+            list(map(attrgetter(name), wires)) for name in ("id", "ts", "source", "name", "labels", "severity", "value")
+        )
+        labels = list(map(bytes, labels))
+        del wires
+        lap("columns", "seven map() passes over the structs, in C")
+        contents: dict[tuple[Any, ...], int] = {}
+        numbers = list(map(contents.setdefault, zip(sources, names, severities, labels, strict=True), range(len(ids))))
+        lap("content numbers", f"one dict.setdefault per signal: {len(contents):,} distinct (source, name, severity, "
+            "labels)")
+        order = sorted(range(len(ids)), key=list(zip(stamps, ids, strict=True)).__getitem__)
+        lap("order by (ts, id)", "positions sorted by a key list of (ts, id) pairs")
+        hashlib.sha256(orjson.dumps([(ids[i], stamps[i], numbers[i], values[i]) for i in order])).hexdigest()
+        lap("selection digest", "one orjson.dumps of (id, ts, content, value) rows in order, sha256")
+    del ids, stamps, sources, names, labels, severities, values, numbers, order
+    for name, read in (("polars.read_ndjson", "polars"), ("pyarrow.json.read_json", "pyarrow.json")):
+        try:
+            module = __import__(read, fromlist=["_"])
+        except ImportError:
+            steps.append((name, math.nan, "not installed (not a dependency: pip install it into .venv to see it)"))
+            continue
+        reader = module.read_ndjson if read == "polars" else module.read_json
+        best = math.inf
+        for _ in range(2):
+            begin = time.perf_counter()
+            reader(str(path))
+            best = min(best, time.perf_counter() - begin)
+        steps.append((name, best, "columnar, every core, the read alone (best of 2)"))
+    return steps
+
+
+def floor_rows(rows: list[Row], window: Window, steps: list[tuple[str, float, str]], parse: float) -> None:
+    total = 0.0
+    rows.append((f"bare per-signal steps, {count_name(window.count)}", "",
+                 "what every replay must do per signal before it correlates, in plain form with no checks; each row "
+                 "adds one step (in process, collector paused)"))
+    for name, seconds, note in steps:
+        if name.endswith(("read_ndjson", "read_json")):
+            value = "-" if math.isnan(seconds) else f"{seconds:.2f} s"
+            ratio = "" if math.isnan(seconds) else f"{seconds / parse:.2f}x orjson; "
+            rows.append((f"  {name}", value, ratio + note))
+            continue
+        total += seconds
+        rows.append((f"  + {name}", f"{seconds:.2f} s", f"{note}; {total / parse:.2f}x orjson so far"))
+    rows.append(("  bare steps, of the 3x budget", f"{total / (SPEED_GOAL * parse):.0%}",
+                 f"{total:.2f} s of {SPEED_GOAL * parse:.2f} s, before dedup, suppression, grouping, the timeline "
+                 "and the report"))
 
 
 # --- the full replay, in a child process ------------------------------------------------------------------------------
@@ -618,6 +711,8 @@ def main() -> int:
         problems += small_replay.problems + small_compare.problems
         replay_rows(rows, small, small_replay, small_parse, reader_s, goals=args.quick)
         replay_rows(rows, small, small_compare, small_parse, None, goals=args.quick)
+        if args.quick:
+            floor_rows(rows, small, floors(small.path), small_parse)
         small.path.unlink()
         if not args.quick:
             say(f"{BIG:,} signals: generating, parsing with orjson, one reader pass, one full replay (about a minute)")
@@ -627,9 +722,12 @@ def main() -> int:
             reader_s = reader_pass(big.path)
             big_replay = full_replay(big, work)
             big_compare = full_replay(big, work, compare=True)
+            # In this process, after the children: what it leaves on the heap would count in their ru_maxrss.
+            big_floors = floors(big.path)
             problems += big_replay.problems + big_compare.problems
             replay_rows(rows, big, big_replay, big_parse, reader_s, goals=True)
             replay_rows(rows, big, big_compare, big_parse, None, goals=True)
+            floor_rows(rows, big, big_floors, big_parse)
             rows.append(("scaling, signals/s 1M / 100k", f"{big_replay.rate / small_replay.rate:.2f}x",
                          f"{small_replay.rate:,.0f} -> {big_replay.rate:,.0f} signals/s: ~1 means linear "
                          f"(under 1: slower per signal at 1M)"))
