@@ -241,6 +241,8 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
     }.get(execute_decision, "")
     no_dry_run = f"no dry run of {incident.ref} has succeeded yet: dry run first"
     no_execute = f"you may not execute replays in {slug}"
+    # An execute runs the version that produced the artifact: an approval for a dry run of another can never be used.
+    version_why = services.version_problem(dry_run, inv.resolved.get(dry_run.artifact.spec_hash)) if dry_run else ""
 
     if posture_why:
         ask_why = posture_why
@@ -253,7 +255,7 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
     elif approval is not None and approval.status in OPEN_STATUSES and not approval.is_expired():
         ask_why = f"approval #{approval.pk} is already {approval.status}"
     else:
-        ask_why = ""
+        ask_why = version_why
     ask_url = reverse("replays:request_approval", args=[dry_run.pk]) if dry_run else ""
     steps.append(Step("request-approval", "Request execute approval", not ask_why, ask_why, ask_url, dry_run))
 
@@ -263,20 +265,17 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
         run_why = no_dry_run
     elif not may_execute:
         run_why = no_execute
+    elif version_why:
+        run_why = version_why
+    elif execute_decision == PostureDecision.REQUIRE_APPROVAL and approval is None:
+        run_why = f"{slug} requires approval to execute: request execute approval first"
+    elif execute_decision == PostureDecision.REQUIRE_APPROVAL and (
+        approval.status != ApprovalStatus.APPROVED or approval.is_expired()
+    ):
+        state = "expired" if approval.status in OPEN_STATUSES and approval.is_expired() else approval.status
+        run_why = f"{slug} requires approval to execute, and approval #{approval.pk} is {state}"
     else:
-        producer = inv.resolved.get(dry_run.artifact.spec_hash)
         run_why = ""
-        if producer is None or producer.pk != dry_run.pipeline_version_id:
-            producer_label = producer.label if producer else "an unknown version"
-            run_why = (f"dry run #{dry_run.pk} replayed {dry_run.pipeline_version.label}, but the artifact was "
-                       f"produced by {producer_label}: an execute runs the producing version, so dry-run that "
-                       "version first")
-        elif execute_decision == PostureDecision.REQUIRE_APPROVAL:
-            if approval is None:
-                run_why = f"{slug} requires approval to execute: request execute approval first"
-            elif approval.status != ApprovalStatus.APPROVED or approval.is_expired():
-                state = "expired" if approval.status in OPEN_STATUSES and approval.is_expired() else approval.status
-                run_why = f"{slug} requires approval to execute, and approval #{approval.pk} is {state}"
     run_url = reverse("replays:execute", args=[dry_run.pk]) if dry_run else ""
     steps.append(Step("execute", "Execute", not run_why, run_why, run_url, dry_run))
     return steps

@@ -253,12 +253,31 @@ def execute_summary(dry_run: ReplayExecution) -> dict[str, Any]:
     }
 
 
+def version_problem(dry_run: ReplayExecution, producer: PipelineVersion | None) -> str:
+    """Why an execute of `dry_run` fails preflight's pipeline_version check, or "" when it passes. `producer` is the
+    version the artifact's spec hash resolves to (pipeline_version_for): an execute runs that version, so only a dry
+    run of it can be promoted."""
+    if producer is None:
+        return f"no pipeline version has the artifact's spec hash {dry_run.artifact.spec_hash or '(none)'}"
+    if producer.pk != dry_run.pipeline_version_id:
+        return (
+            f"the artifact was produced by {producer.label}; dry run #{dry_run.pk} replayed "
+            f"{dry_run.pipeline_version.label}. An execute runs the version that produced the incident: dry-run that "
+            "version first"
+        )
+    return ""
+
+
 def replay_request_approval(*, dry_run: ReplayExecution, user: Any, reason: str) -> ApprovalRequest:
-    """Ask approvers to sign off the execute this finished dry run would become."""
+    """Ask approvers to sign off the execute this finished dry run would become. Refused when preflight would reject
+    that execute for its pipeline version whatever the approvers decide: they are not asked to sign off a dead end."""
     if not can_in_environment(user=user, environment=dry_run.environment, perm=REPLAY_EXECUTE):
         raise PermissionDenied(f"you may not execute replays in {dry_run.environment.slug}")
     if dry_run.mode != ReplayMode.DRY_RUN or dry_run.status != ReplayStatus.SUCCEEDED:
         raise ValidationError({"dry_run": f"replay #{dry_run.pk} is not a succeeded dry run"})
+    problem = version_problem(dry_run, pipeline_version_for(dry_run.artifact.spec_hash))
+    if problem:
+        raise ValidationError({"pipeline_version": f"its execute would be rejected: {problem}"})
     return approval_request(
         subject=dry_run,
         subject_kind=SubjectKind.REPLAY_EXECUTE,
@@ -310,15 +329,11 @@ def preflight(*, dry_run: ReplayExecution, user: Any) -> tuple[list[dict[str, An
                                              f" in {environment.slug}"))
 
     resolved = pipeline_version_for(dry_run.artifact.spec_hash)
-    if resolved is None:
-        ok, detail = False, f"no pipeline version has the artifact's spec hash {dry_run.artifact.spec_hash or '(none)'}"
-    elif resolved.pk != dry_run.pipeline_version_id:
-        ok, detail = False, (
-            f"the artifact was produced by {resolved.label}; the dry run replayed {dry_run.pipeline_version.label}. "
-            "An execute runs the version that produced the incident: dry-run that version first"
-        )
-    else:
+    problem = version_problem(dry_run, resolved)
+    if resolved is not None and not problem:
         ok, detail = True, f"{resolved.label} ({resolved.spec_hash[:19]}…) produced the artifact"
+    else:
+        ok, detail = False, problem
     checks.append(_check("pipeline_version", ok, detail))
     return checks, decision
 

@@ -230,21 +230,21 @@ def _buttons(user: Any, execution: ReplayExecution, approval: Any) -> dict[str, 
             PostureDecision.DRY_RUN_ONLY: f"{slug} allows dry runs only: an execute cannot be approved there.",
             PostureDecision.DENY: f"Execute is denied in {slug} by its posture.",
         }
+        version_problem = services.version_problem(execution, pipeline_version_for(execution.artifact.spec_hash))
         if decision in no_approval:
             buttons["approval"] = _button(False, note=no_approval[decision])
         else:
             why_not: str | None = None if may_execute else no_execute
             if why_not is None and approval is not None and approval.status in OPEN_STATUSES:
                 why_not = f"approval #{approval.pk} is already {approval.status}"
+            if why_not is None and version_problem:
+                why_not = f"its execute would be rejected whatever the approvers decide: {version_problem}"
             buttons["approval"] = _button(True, why_not)
             if approval is None or approval.status != ApprovalStatus.APPROVED:
                 note = (f"{slug} requires {environment.required_approvals} approval(s): without an approved request "
                         "the execute is rejected at preflight.")
-        producer = pipeline_version_for(execution.artifact.spec_hash)
-        if producer is None or producer.pk != execution.pipeline_version_id:
-            note += (f" This dry run replayed {execution.pipeline_version.label}, but the artifact was produced by "
-                     f"{producer.label if producer else 'an unknown version'}: an execute runs the producing version, "
-                     "so preflight will reject it; dry-run that version to execute.")
+        if version_problem:
+            note += f" Preflight will reject it: {version_problem}."
         buttons["execute"] = _button(True, None if may_execute else no_execute, note.strip())
     cancellable = not execution.is_final and execution.status != ReplayStatus.DISPATCHING
     if cancellable:

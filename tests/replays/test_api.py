@@ -20,7 +20,7 @@ from incidents.models import Command
 from incidents.services import environment_set_posture
 from replays.engine.formats import format_timestamp
 from replays.models import ReplayExecution
-from replays.services import execute_digest, replay_request_approval, replay_request_dry_run
+from replays.services import execute_digest, execute_summary, replay_request_approval, replay_request_dry_run
 from traceflux.audit.models import AuditEvent
 
 from .conftest import WINDOW_START, World, approve_execute, run_dry_run
@@ -273,7 +273,14 @@ def _a_locked_environment(world: World, operator, approvers, admin_user, client,
 def _another_pipeline_version(world: World, operator, approvers, admin_user, client, capture) -> ReplayExecution:
     dry_run = api_dry_run(client, world, capture, pipeline_version=world.tightened.label)
     assert dry_run.pipeline_version == world.tightened
-    approve_execute(dry_run, operator, *approvers)
+    # replay_request_approval refuses this dry run (its execute could never run), so the approval covering it is made
+    # through the approvals service itself: preflight must still reject on the version alone.
+    request = approval_request(
+        subject=dry_run, subject_kind=SubjectKind.REPLAY_EXECUTE, digest=execute_digest(dry_run),
+        summary=execute_summary(dry_run), environment=dry_run.environment, requested_by=operator, reason="drain",
+    )
+    for approver in approvers:
+        approval_decide(request=request, approver=approver, decision="approve", comment="parity is high")
     return dry_run
 
 

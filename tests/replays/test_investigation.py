@@ -354,6 +354,24 @@ def test_it_walks_from_dry_run_to_approval_to_execute(client, operator, approver
     assert f'action="{execute}"' in step(response, "execute")
 
 
+def test_it_says_why_a_dry_run_of_another_version_cannot_be_approved_or_executed(
+    client, operator, prod, django_capture_on_commit_callbacks
+):
+    other = run_dry_run(prod, operator, django_capture_on_commit_callbacks, pipeline_version=prod.tightened)
+    assert other.status == "succeeded", other.error
+    client.force_login(operator)
+
+    response = client.get(page_url(prod.incident))
+
+    reason = (
+        f"the artifact was produced by {prod.baseline.label}; dry run #{other.pk} replayed {prod.tightened.label}. "
+        "An execute runs the version that produced the incident: dry-run that version first"
+    )
+    assert why_not(response, "request-approval") == f"Request execute approval is not available: {reason}."
+    assert why_not(response, "execute") == f"Execute is not available: {reason}."
+    assert "disabled" in step(response, "request-approval")
+
+
 def test_it_needs_no_approval_where_execute_is_allowed(client, operator, dev, django_capture_on_commit_callbacks):
     run_dry_run(dev, operator, django_capture_on_commit_callbacks)
     client.force_login(operator)

@@ -337,6 +337,26 @@ def test_it_requests_execute_approval_with_a_reason(client, operator, dry_run):
     assert ApprovalRequest.objects.count() == 1
 
 
+def test_it_refuses_an_approval_request_for_a_dry_run_of_another_version(
+    client, operator, prod, django_capture_on_commit_callbacks
+):
+    # The bundle was produced by the baseline; an execute always runs that version, so approving this one is useless.
+    other = run_dry_run(prod, operator, django_capture_on_commit_callbacks, pipeline_version=prod.tightened)
+    assert other.status == "succeeded", other.error
+    client.force_login(operator)
+    page = body(client.get(reverse("replays:detail", args=[other.pk])))
+    form = re.search(r'<form [^>]*id="request-approval-form".*?</form>', page, re.S).group(0)
+    assert "disabled" in form
+    assert f"the artifact was produced by {prod.baseline.label}; dry run #{other.pk} replayed " \
+           f"{prod.tightened.label}" in form
+
+    response = client.post(reverse("replays:request_approval", args=[other.pk]), {"approval-reason": "drain POP-12"})
+
+    assert response.status_code == 400
+    assert "its execute would be rejected: the artifact was produced by" in body(response)
+    assert not ApprovalRequest.objects.exists()
+
+
 def test_it_executes_an_approved_dry_run_and_lists_its_commands(client, operator, approver1, approver2, dry_run,
                                                                  django_capture_on_commit_callbacks):
     approve_execute(dry_run, operator, approver1, approver2)
