@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 
 from approvals.selectors import pending_for, visible_requests
@@ -69,6 +70,20 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers. Readiness and metrics arrive with the operator-surfaces issue."""
     return JsonResponse({"status": "ok"})
+
+
+# The tab icon: a pulse on the console's dark blue. Served as SVG at the address browsers ask of every page, the
+# admin's included, so no page logs a 404 for it and nothing has to be collected first (like the inline CSS).
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1d2330"/>'
+    '<path d="M2 9h3l2-5 2 8 2-3h3" fill="none" stroke="#6ea8ff" stroke-width="1.6" stroke-linejoin="round"/></svg>'
+)
+
+
+@require_safe
+@cache_control(public=True, max_age=86400)
+def favicon(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(FAVICON_SVG, content_type="image/svg+xml")
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

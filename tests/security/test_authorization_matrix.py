@@ -70,6 +70,7 @@ NOBODY = "L LL 33333"
 MATRIX: dict[str, dict[str, str]] = {
     # --- the project's pages (traceflux/urls.py) ---
     "dashboard": page(),
+    "favicon": {"GET": "A AA AAAAA", "HEAD": "A AA AAAAA", ALL: "5 55 55555"},
     "healthz": {"GET": "A AA AAAAA", "HEAD": "A AA AAAAA", ALL: "5 55 55555"},
     "readyz": {"GET": "A AA AAAAA", "HEAD": "A AA AAAAA", ALL: "5 55 55555"},
     # TRACEFLUX_METRICS_TOKEN is set here, as in production: neither a session nor an agent key is the token.
