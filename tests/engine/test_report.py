@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from array import array
 from datetime import timedelta
 from fractions import Fraction
 
@@ -24,7 +25,7 @@ from replays.engine.report import (
     report_digest,
     verify_report,
 )
-from replays.engine.timeline import bucket_seconds
+from replays.engine.timeline import SignalProfile, bucket_seconds
 
 from .regen_golden import GOLDEN, demo_reports, golden_text
 from .replay_fixtures import OTHER_SPEC, SPEC, T0, WINDOW, action, baseline, ids, incident, result, signal
@@ -300,6 +301,27 @@ def test_it_draws_the_same_timeline_from_signals_in_time_order_or_not(rows, memb
 
     assert timelines[0] == timelines[1]
     assert sum(item["signals"] for item in timelines[0]["suppressed"]["items"]) == len(suppressed)
+
+
+# Milliseconds into the window, crowded around whole seconds and bucket edges as well as anywhere.
+_MS = st.sampled_from([0, 999, 1000, 1001, 9_999, 10_000, 10_001, 19_999, 20_000]) | st.integers(0, 240_000)
+
+
+@given(rows=st.lists(st.tuples(_MS, st.sampled_from(["bgp", "dns"]), st.booleans()), min_size=1, max_size=60))
+def test_it_counts_each_second_alike_from_the_selection_in_order_and_from_the_signals_in_any_order(rows):
+    signals = [signal(f"s{n:02d}", at=ms / 1000, source=source) for n, (ms, source, _) in enumerate(rows)]
+    incident_of = {s.id: "r-1" for s, (_, _, member) in zip(signals, rows, strict=True) if member}
+    in_order = sorted(signals, key=lambda s: (s.ts, s.id))
+
+    by_position = SignalProfile.collect_replayed(
+        in_order, suppressed=[], suppressed_at=array("q"), incident_of=incident_of, wanted=set()
+    )
+    by_id = SignalProfile.collect(signals[::-1], selected=None, incident_of=incident_of, suppressed={}, wanted=set())
+
+    assert by_position.per_second_source == by_id.per_second_source
+    assert by_position.per_second_incident == by_id.per_second_incident
+    assert (by_position.signals, by_position.first, by_position.last) == (len(rows), in_order[0].ts, in_order[-1].ts)
+    assert by_position.by_source == by_id.by_source
 
 
 def test_it_leaves_signals_outside_a_scoped_selection_off_the_timeline():
