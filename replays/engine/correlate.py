@@ -341,10 +341,11 @@ def ingest(
     # A Pooled list was already shared (one parse feeding several replays): copy it, since ingest sorts.
     raw = list(signals) if isinstance(signals, Pooled) else SignalPool().share_all(signals)
     count = len(raw)
-    if window is not None:
-        start, end = window
-        raw = [signal for signal in raw if start <= signal.ts <= end]
     raw.sort(key=_TS_ID)
+    if window is not None:
+        # In time order, the sub-window is one slice: its ends are found by bisection, not by testing every signal.
+        start, end = window
+        raw = raw[bisect.bisect_left(raw, start, key=_TS) : bisect.bisect_right(raw, end, key=_TS)]
     contents = content_numbers(raw)
     normal = _normalize_all(_normalizer(policy), raw, contents)
     if scope:

@@ -108,6 +108,17 @@ def test_it_sorts_by_ts_then_id_and_filters_by_window_and_scope():
     assert result.as_dict()["window"] == {"start": "2026-02-26T14:00:00Z", "end": "2026-02-26T14:01:00Z"}
 
 
+def test_it_keeps_the_signals_at_both_ends_of_the_window_and_none_beyond():
+    at = {"before": 9.999, "start": 10, "inside": 20, "end": 30, "after": 30.001}
+    signals = [sig(seconds, id=name) for name, seconds in at.items()]
+    window = (T0 + timedelta(seconds=10), T0 + timedelta(seconds=30))
+
+    result = replay(policy(correlation={"group_by": []}), signals[::-1], window=window)
+
+    assert members(result) == [["end", "inside", "start"]]
+    assert result.stats["signals_in"] == 5 and result.stats["signals_selected"] == 3
+
+
 def test_it_digests_the_selected_signals_as_they_came_in():
     signals = [sig(2, id="b", site="x"), sig(1, id="a")]
     renaming = policy(normalize={"rename_labels": {"site": "pop"}})
