@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import template
 
@@ -23,6 +24,36 @@ def promotable_environments(user):
 def pretty_json(value) -> str:
     """A summary value as indented JSON, for parts of the frozen summary the page has no dedicated place for."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _flat(value: Any) -> bool:
+    return not isinstance(value, dict | list) or (
+        isinstance(value, list) and not any(isinstance(item, dict | list) for item in value)
+    )
+
+
+def _plain(value: Any) -> str:
+    if value is None or value == [] or value == "":
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+@register.filter
+def readable(value) -> str:
+    """A summary value as a person reads it: a mapping of plain values as "key: value" pairs joined by " · " (lists
+    comma-separated), a list of plain values comma-separated, an empty value as "none". Anything nested deeper stays
+    indented JSON (pretty_json), so nothing frozen in a summary is ever hidden."""
+    if value is None or value in ("", [], {}):
+        return "none"
+    if isinstance(value, dict):
+        if all(map(_flat, value.values())):
+            return " · ".join(f"{key}: {_plain(item)}" for key, item in sorted(value.items()))
+        return pretty_json(value)
+    if isinstance(value, list):
+        return _plain(value) if _flat(value) else pretty_json(value)
+    return str(value)
 
 
 @register.filter

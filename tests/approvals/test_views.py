@@ -11,6 +11,7 @@ from django.urls import reverse
 from guardian.shortcuts import assign_perm
 
 from approvals.models import ApprovalDecision, ApprovalRequest
+from approvals.templatetags.approvals_tags import readable
 from incidents.models import Deployment
 from tests.approvals.conftest import approve_all, request_for, shift_expiry
 from tests.factories import DeploymentFactory, PipelineVersionFactory, UserFactory
@@ -239,3 +240,22 @@ def test_it_emails_the_approvers_and_not_the_requester(
     assert recipients == ["approver2@example.test"]
     assert f"/approvals/{request.pk}/" in mail.outbox[0].body
     assert AuditEvent.objects.filter(action="approval.requested").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ({"pops": ["POP-12"], "regions": ["us-east-1", "us-east-2"], "services": []},
+         "pops: POP-12 · regions: us-east-1, us-east-2 · services: none"),
+        ({"score": 0.954, "confidence": "high", "split": None}, "confidence: high · score: 0.954 · split: none"),
+        (["traffic:drain", "service:restart"], "traffic:drain, service:restart"),
+        ({}, "none"),
+        (None, "none"),
+        ("INC-2026-0226-001", "INC-2026-0226-001"),
+        (2, "2"),
+        ({"labels": {"pop": "POP-12"}}, '{\n  "labels": {\n    "pop": "POP-12"\n  }\n}'),
+        ([{"a": 1}], '[\n  {\n    "a": 1\n  }\n]'),
+    ],
+)
+def test_it_renders_a_summary_value_for_a_person_and_nests_only_what_it_must(value, shown):
+    assert readable(value) == shown

@@ -357,6 +357,21 @@ def test_it_refuses_an_approval_request_for_a_dry_run_of_another_version(
     assert not ApprovalRequest.objects.exists()
 
 
+def test_it_shows_approvers_the_blast_radius_and_parity_as_text(client, operator, approver1, dry_run):
+    request = approve_execute(dry_run, operator)
+    client.force_login(approver1)
+
+    page = body(client.get(reverse("approvals:review", args=[request.pk])))
+
+    planned = re.search(r'<section id="planned-actions">.*?</section>', page, re.S).group(0)
+    assert "pops: POP-12 · regions: us-east-1 · services: edge-gw" in planned
+    assert "&quot;pops&quot;" not in planned
+    more = re.search(r'<section id="more">.*?</section>', page, re.S).group(0)
+    parity = request.summary["parity"]
+    assert f"confidence: {parity['confidence']} · incidents_formed: {parity['incidents_formed']}" in more
+    assert f"<dd class=\"readable\">{request.summary['incident']}</dd>" in more
+
+
 def test_it_executes_an_approved_dry_run_and_lists_its_commands(client, operator, approver1, approver2, dry_run,
                                                                  django_capture_on_commit_callbacks):
     approve_execute(dry_run, operator, approver1, approver2)
