@@ -1,5 +1,6 @@
-"""The incident page in a real browser (Debian's Chromium) at a laptop's width: every section fits its card, so no
-column is cut off at the card's edge (the bundles' last column, the pipeline version that produced each, once was)."""
+"""The operator's widest pages in a real browser (Debian's Chromium) at a laptop's width: every section fits its card,
+so no column is cut off at the card's edge (the bundles' last column, the pipeline version that produced each, once
+was; so were the audit log's reason and request columns)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import pytest
 from django.urls import reverse
 
 from tests.approvals.browser.test_promotion_flow import sign_in, with_password
+from tests.approvals.conftest import request_for
+from tests.factories import DeploymentFactory
 from tests.replays.conftest import make_world
+from traceflux.audit import record
 
 pytestmark = [pytest.mark.needs("chromium"), pytest.mark.django_db(transaction=True)]
 
@@ -16,13 +20,23 @@ OVERFLOWING = """() => [...document.querySelectorAll('main section')]
     .map(section => `${section.id}: ${section.scrollWidth} > ${section.clientWidth}`)"""
 
 
-def test_it_fits_every_section_of_the_incident_page_in_a_laptop_window(
-    new_page, live_server, environments, admin_user, operator
-):
+@pytest.fixture
+def laptop(new_page, live_server, environments, admin_user, operator):
     world = make_world(environments["prod"], admin_user)
+    # A refusal worded as preflight words one: the longest reason the log shows.
+    approval = request_for(DeploymentFactory(environment=world.environment), by=operator)
+    record(action="approval.request_refused", actor=operator, target=approval, environment=world.environment,
+           outcome="denied", data={"checks": ["pipeline_version"]},
+           reason="pipeline_version: the artifact was produced by v2.14.3; the dry run replayed v2.15.0. An execute "
+                  "runs the version that produced the incident: dry-run that version first")
     with_password(operator, "pw-operator")
     page = new_page()
     page.set_viewport_size({"width": 1280, "height": 900})
+    return world, page
+
+
+def test_it_fits_every_section_of_the_incident_page_in_a_laptop_window(laptop, live_server, operator):
+    world, page = laptop
 
     sign_in(page, live_server, operator, "pw-operator", reverse("incidents-ui:investigate", args=[world.incident.ref]))
 
@@ -32,3 +46,13 @@ def test_it_fits_every_section_of_the_incident_page_in_a_laptop_window(
     card = page.locator("#artifacts").bounding_box()
     cell = version.bounding_box()
     assert cell["x"] + cell["width"] <= card["x"] + card["width"]
+
+
+@pytest.mark.parametrize("name", ["audit-explorer", "replays:history", "dashboard"])
+def test_it_fits_the_operators_lists_in_a_laptop_window(laptop, live_server, operator, name):
+    _, page = laptop
+
+    sign_in(page, live_server, operator, "pw-operator", reverse(name))
+
+    assert page.locator("main section").count() > 0
+    assert page.evaluate(OVERFLOWING) == []
