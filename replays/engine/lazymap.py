@@ -57,10 +57,10 @@ class LazyMap(Mapping[Any, Any]):
         """The built dict (not a copy): for callers that look up many keys."""
         return self._built()
 
+    def __repr__(self) -> str:
+        return f"LazyMap({self._length} entries)"
+
 
 def as_dict(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """A LazyMap's built dict, any other mapping as it is: lookups by C-level dict methods."""
     return mapping.as_dict() if isinstance(mapping, LazyMap) else mapping
-
-    def __repr__(self) -> str:
-        return f"LazyMap({self._length} entries)"

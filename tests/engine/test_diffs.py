@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replays.engine.diffs import (
     LIST_LIMIT,
@@ -103,6 +107,20 @@ def test_it_finds_fingerprint_groups_loosened_into_one_and_names_kept_groups_ren
     assert [(i["after"], i["groups_before"], i["signals"]) for i in diff["loosened"]["items"]] == [("pq", 2, 2)]
     assert diff["renamed"]["items"] == [{"before": "z", "after": "y"}]
     assert [c["signal"] for c in diff["changed"]["items"]] == ["s1", "s2"]
+
+
+@given(
+    before=st.lists(st.sampled_from(["p", "q", "r"]), min_size=1, max_size=30),
+    after=st.lists(st.sampled_from(["p", "q", "x", "y"]), min_size=30, max_size=30),
+)
+def test_it_diffs_two_replays_of_one_selection_by_position_as_it_would_by_lookup(before, after):
+    signals = ids("s", len(before))
+    a = result_set(result({}, signals=signals, fingerprints=dict(zip(signals, before, strict=True))))
+    b = result_set(result({}, signals=signals, fingerprints=dict(zip(signals, after, strict=False))))
+    # The same signals in another order, so the values cannot be paired by position: each is looked up.
+    shuffled = dataclasses.replace(b, fingerprints=dict(reversed(b.fingerprints.items())))
+
+    assert fingerprint_diff(a, b) == fingerprint_diff(a, shuffled)
 
 
 def test_it_compares_only_the_grouping_against_a_baseline_whose_fingerprints_are_production_strings():
