@@ -312,19 +312,13 @@ def fingerprint_diff(a: IncidentSet, b: IncidentSet) -> dict[str, Any]:
         befores = list(map(before_fp.__getitem__, common))
         afters = list(map(after_fp.__getitem__, common))
     pairs = Counter(zip(befores, afters, strict=True))
-    # Plain dicts, not a Counter per fingerprint: a million signals hold tens of thousands of fingerprints, and a
-    # Counter's constructor costs ten times a dict's.
+    # Each (before, after) pair is counted once already, so each lands in one slot of each side: plain dicts, not a
+    # Counter per fingerprint (tens of thousands of them, and a Counter's constructor costs ten times a dict's).
     after_of: dict[str, dict[str, int]] = {}
     before_of: dict[str, dict[str, int]] = {}
     for (fa, fb), n in pairs.items():
-        after = after_of.get(fa)
-        if after is None:
-            after = after_of[fa] = {}
-        after[fb] = after.get(fb, 0) + n
-        before = before_of.get(fb)
-        if before is None:
-            before = before_of[fb] = {}
-        before[fa] = before.get(fa, 0) + n
+        after_of.setdefault(fa, {})[fb] = n
+        before_of.setdefault(fb, {})[fa] = n
     tightened = {fa for fa, after in after_of.items() if len(after) >= 2}
     loosened = {fb for fb, before in before_of.items() if len(before) >= 2}
     changed_pairs = {pair for pair in pairs if pair[0] in tightened or pair[1] in loosened}
