@@ -99,9 +99,10 @@ class SignalProfile:
                 if not chunk:
                     continue
             stamps = list(map(_TS, chunk))
-            profile._count(ids, stamps, list(map(_SOURCE, chunk)), incident_of)
+            in_order = all(map(operator.le, stamps, islice(stamps, 1, None)))  # as agents write
+            profile._count(ids, stamps, list(map(_SOURCE, chunk)), incident_of, in_order=in_order)
             whys = list(map(suppressed.get, ids))
-            if all(map(operator.le, stamps, islice(stamps, 1, None))):  # in time order, as agents write
+            if in_order:
                 profile._add_spans_in_order(whys, stamps)
             else:
                 for why, ts in zip(whys, stamps, strict=True):
@@ -132,7 +133,7 @@ class SignalProfile:
             return profile
         stamps = list(map(_TS, signals))
         ids = list(map(_ID, signals))
-        profile._count_in_order(ids, stamps, list(map(_SOURCE, signals)), incident_of)
+        profile._count(ids, stamps, list(map(_SOURCE, signals)), incident_of, in_order=True)
         when = list(map(stamps.__getitem__, suppressed_at))  # in time order, as suppressed_at is ascending
         # (reason, rule) pairs made as they are consumed, each dropped unless it is a new key: no list of a million.
         profile._add_spans_in_order(suppressed, when, why=_REASON_RULE)
@@ -143,44 +144,42 @@ class SignalProfile:
     # --- what collect and collect_replayed share ----------------------------------------------------------------------
 
     def _count(
-        self, ids: list[str], stamps: list[datetime], sources: list[str], incident_of: Mapping[str, str]
+        self,
+        ids: list[str],
+        stamps: list[datetime],
+        sources: list[str],
+        incident_of: Mapping[str, str],
+        *,
+        in_order: bool,
     ) -> None:
         """Count one batch of signals (their ids, times and sources, in step): in all, per second by source, and per
-        second by incident for the members of one."""
-        seconds = list(map(math.floor, map(datetime.timestamp, stamps)))
+        second by incident for the members of one. Signals `in_order` of time are counted a second at a time, each
+        second's slice found by bisection and counted in C, with no time converted and no (key, second) pair built per
+        signal; others signal by signal."""
         self.signals += len(stamps)
-        low, high = min(stamps), max(stamps)
+        low, high = (stamps[0], stamps[-1]) if in_order else (min(stamps), max(stamps))
         self.first = low if self.first is None else min(self.first, low)
         self.last = high if self.last is None else max(self.last, high)
         self.by_source.update(sources)
-        self.per_second_source.update(zip(sources, seconds, strict=True))
         incidents = list(map(incident_of.get, ids))
-        self.per_second_incident.update(compress(zip(incidents, seconds, strict=True), incidents))
-
-    def _count_in_order(
-        self, ids: list[str], stamps: list[datetime], sources: list[str], incident_of: Mapping[str, str]
-    ) -> None:
-        """_count for signals in time order: each second's signals are one slice of the lists, its end found by
-        bisection, and each slice is counted by source and by incident in C. No time is converted, and no (key,
-        second) pair built, per signal."""
-        self.signals += len(stamps)
-        self.first = stamps[0] if self.first is None else min(self.first, stamps[0])
-        self.last = stamps[-1] if self.last is None else max(self.last, stamps[-1])
-        self.by_source.update(sources)
-        incidents = list(map(incident_of.get, ids))
-        members = incidents.count(None) < len(incidents)
         per_source, per_incident = self.per_second_source, self.per_second_incident
-        low, total = 0, len(stamps)
-        while low < total:
-            second = math.floor(stamps[low].timestamp())
-            high = bisect.bisect_left(stamps, datetime.fromtimestamp(second + 1, UTC), low)
-            for source, n in Counter(sources[low:high]).items():
+        if not in_order:
+            seconds = list(map(math.floor, map(datetime.timestamp, stamps)))
+            per_source.update(zip(sources, seconds, strict=True))
+            per_incident.update(compress(zip(incidents, seconds, strict=True), incidents))
+            return
+        members = incidents.count(None) < len(incidents)
+        start, total = 0, len(stamps)
+        while start < total:
+            second = math.floor(stamps[start].timestamp())
+            end = bisect.bisect_left(stamps, datetime.fromtimestamp(second + 1, UTC), start)
+            for source, n in Counter(sources[start:end]).items():
                 per_source[source, second] += n
             if members:
-                for incident, n in Counter(incidents[low:high]).items():
+                for incident, n in Counter(incidents[start:end]).items():
                     if incident is not None:
                         per_incident[incident, second] += n
-            low = high
+            start = end
 
     def _add_span(self, why: tuple[str | None, str | None], first: datetime, last: datetime, count: int) -> None:
         span = self.suppressed_spans.get(why)
