@@ -241,8 +241,9 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
     }.get(execute_decision, "")
     no_dry_run = f"no dry run of {incident.ref} has succeeded yet: dry run first"
     no_execute = f"you may not execute replays in {slug}"
+    producer = inv.resolved.get(dry_run.artifact.spec_hash) if dry_run else None
     # An execute runs the version that produced the artifact: an approval for a dry run of another can never be used.
-    version_why = services.version_problem(dry_run, inv.resolved.get(dry_run.artifact.spec_hash)) if dry_run else ""
+    version_why = services.version_problem(dry_run, producer) if dry_run else ""
 
     if posture_why:
         ask_why = posture_why
@@ -252,10 +253,8 @@ def _steps(user: Any, inv: Investigation) -> list[Step]:
         ask_why = no_dry_run
     elif not may_execute:
         ask_why = no_execute
-    elif approval is not None and approval.status in OPEN_STATUSES and not approval.is_expired():
-        ask_why = f"approval #{approval.pk} is already {approval.status}"
     else:
-        ask_why = version_why
+        ask_why = services.approval_request_problem(dry_run, approval=approval, producer=producer)
     ask_url = reverse("replays:request_approval", args=[dry_run.pk]) if dry_run else ""
     steps.append(Step("request-approval", "Request execute approval", not ask_why, ask_why, ask_url, dry_run))
 

@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.digest import approval_digest
-from approvals.models import ApprovalRequest, ApprovalStatus, SubjectKind
+from approvals.models import OPEN_STATUSES, ApprovalRequest, ApprovalStatus, SubjectKind
 from approvals.services import approval_consume, approval_request, approval_restore
 from artifacts.models import Artifact, ArtifactKind, artifact_storage
 from incidents.models import Agent, Command, CommandStatus, Incident, PipelineVersion, PostureAction, PostureDecision
@@ -266,6 +266,18 @@ def version_problem(dry_run: ReplayExecution, producer: PipelineVersion | None) 
             "version first"
         )
     return ""
+
+
+def approval_request_problem(
+    dry_run: ReplayExecution, *, approval: ApprovalRequest | None, producer: PipelineVersion | None
+) -> str:
+    """Why a new execute approval cannot be asked for `dry_run` now, beyond permission and posture, or "" when it
+    can: `approval` (execute_approval) is still open, which the approvals service refuses (409) until it is decided,
+    withdrawn or marked expired; or the execute would fail preflight's version check whatever the approvers decide.
+    The run view and the incident page both show this."""
+    if approval is not None and approval.status in OPEN_STATUSES:
+        return f"approval #{approval.pk} is already {approval.status}"
+    return version_problem(dry_run, producer)
 
 
 def replay_request_approval(*, dry_run: ReplayExecution, user: Any, reason: str) -> ApprovalRequest:

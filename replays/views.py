@@ -23,7 +23,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from approvals.models import OPEN_STATUSES, ApprovalStatus
+from approvals.models import ApprovalStatus
 from approvals.services import Conflict
 from artifacts.models import artifact_storage
 from incidents.models import PostureAction, PostureDecision
@@ -230,16 +230,15 @@ def _buttons(user: Any, execution: ReplayExecution, approval: Any) -> dict[str, 
             PostureDecision.DRY_RUN_ONLY: f"{slug} allows dry runs only: an execute cannot be approved there.",
             PostureDecision.DENY: f"Execute is denied in {slug} by its posture.",
         }
-        version_problem = services.version_problem(execution, pipeline_version_for(execution.artifact.spec_hash))
+        producer = pipeline_version_for(execution.artifact.spec_hash)
+        version_problem = services.version_problem(execution, producer)
         if decision in no_approval:
             buttons["approval"] = _button(False, note=no_approval[decision])
         else:
-            why_not: str | None = None if may_execute else no_execute
-            if why_not is None and approval is not None and approval.status in OPEN_STATUSES:
-                why_not = f"approval #{approval.pk} is already {approval.status}"
-            if why_not is None and version_problem:
-                why_not = f"its execute would be rejected whatever the approvers decide: {version_problem}"
-            buttons["approval"] = _button(True, why_not)
+            why_not = no_execute if not may_execute else services.approval_request_problem(
+                execution, approval=approval, producer=producer
+            )
+            buttons["approval"] = _button(True, why_not or None)
             if approval is None or approval.status != ApprovalStatus.APPROVED:
                 note = (f"{slug} requires {environment.required_approvals} approval(s): without an approved request "
                         "the execute is rejected at preflight.")

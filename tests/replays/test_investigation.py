@@ -21,6 +21,7 @@ from incidents.services import heartbeat_record, incident_note_add, incident_ope
 from replays.engine import write_bundle
 from replays.engine.samples import sample_bundle, sample_spec
 from replays.services import replay_request_approval
+from tests.approvals.conftest import shift_expiry
 
 from .conftest import WINDOW_START, World, approve_execute, run_dry_run, run_execute, upload
 
@@ -352,6 +353,25 @@ def test_it_walks_from_dry_run_to_approval_to_execute(client, operator, approver
     assert why_not(response, "execute") is None
     execute = reverse("replays:execute", args=[succeeded_dry_run.pk])
     assert f'action="{execute}"' in step(response, "execute")
+
+
+def test_it_offers_no_new_approval_request_while_an_overdue_one_is_still_open(
+    client, operator, prod, succeeded_dry_run
+):
+    # Past its expiry but not yet marked expired: the approvals service still refuses a second request (409), so the
+    # page must not offer one, as the run view does not.
+    request = shift_expiry(replay_request_approval(dry_run=succeeded_dry_run, user=operator, reason="drain POP-12"),
+                           timedelta(minutes=-1))
+    client.force_login(operator)
+
+    response = client.get(page_url(prod.incident))
+
+    assert why_not(response, "request-approval") == (
+        f"Request execute approval is not available: approval #{request.pk} is already pending."
+    )
+    again = client.post(reverse("replays:request_approval", args=[succeeded_dry_run.pk]), {"approval-reason": "again"})
+    assert again.status_code == 409
+    assert ApprovalRequest.objects.filter(object_id=succeeded_dry_run.pk).count() == 1
 
 
 def test_it_says_why_a_dry_run_of_another_version_cannot_be_approved_or_executed(
