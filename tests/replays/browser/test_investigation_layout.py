@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from replays.services import replay_request_dry_run
 from tests.approvals.browser.test_promotion_flow import sign_in, with_password
 from tests.approvals.conftest import request_for
 from tests.factories import DeploymentFactory
@@ -29,6 +30,11 @@ def laptop(new_page, live_server, environments, admin_user, operator):
            outcome="denied", data={"checks": ["pipeline_version"]},
            reason="pipeline_version: the artifact was produced by v2.14.3; the dry run replayed v2.15.0. An execute "
                   "runs the version that produced the incident: dry-run that version first")
+    # A dry run compared with another version: the replay history's widest row.
+    dry_run = replay_request_dry_run(incident=world.incident, artifact=world.bundle, user=operator,
+                                     compare_version=world.tightened)
+    dry_run.refresh_from_db()
+    assert dry_run.status == "succeeded", dry_run.error
     with_password(operator, "pw-operator")
     page = new_page()
     page.set_viewport_size({"width": 1280, "height": 900})
