@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from array import array
@@ -449,6 +450,11 @@ def test_it_lists_the_first_suppressed_signals_by_id_up_to_the_limit(monkeypatch
     monkeypatch.setattr(report_module, "SUPPRESSED_LIMIT", 3)
     order = [7, 2, 9, 0, 5, 1, 8]  # not the ids' order: the list is picked and sorted, not cut from the front
     replayed = result({"r-1": ["m1"]}, suppressed={f"s{n}": ("threshold", "floor") for n in order})
+    # A replay lists its suppressed signals in (ts, id) order, which is not id order: keep the list as given.
+    replayed = dataclasses.replace(
+        replayed, suppressed=sorted(replayed.suppressed, key=lambda item: order.index(int(item.signal[1:])))
+    )
+    assert [item.signal for item in replayed.suppressed[:3]] == ["s7", "s2", "s9"]
 
     report = build_report(replayed, policy_spec=SPEC)
 
