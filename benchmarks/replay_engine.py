@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import io
 import json
 import math
@@ -334,7 +335,7 @@ def floors(path: Path) -> list[tuple[str, float, str]]:
     bulk path decodes them, the labels as raw text, in the same pieces), take the columns out, number each distinct
     content, order by (ts, id) and hash the selection. No step checks, filters or normalizes, and none builds a
     per-signal object beyond the decoded struct and its columns. It shows how much of the speed goal's budget goes
-    before any policy runs. Then the columnar readers, when installed (they are not dependencies): their read alone."""
+    before any policy runs."""
     import hashlib
     from operator import attrgetter
 
@@ -374,35 +375,43 @@ def floors(path: Path) -> list[tuple[str, float, str]]:
         hashlib.sha256(orjson.dumps([(ids[i], stamps[i], numbers[i], values[i]) for i in order])).hexdigest()
         lap("selection digest", "one orjson.dumps of (id, ts, content, value) rows in order, sha256")
     del ids, stamps, sources, names, labels, severities, values, numbers, order
-    for name, read in (("polars.read_ndjson", "polars"), ("pyarrow.json.read_json", "pyarrow.json")):
+    return steps
+
+
+def columnar_reads(path: Path) -> list[tuple[str, float | None]]:
+    """Best-of-2 seconds for the columnar readers to read the file (None when not installed: not dependencies)."""
+    reads: list[tuple[str, float | None]] = []
+    for name, module_name, function in (("polars.read_ndjson", "polars", "read_ndjson"),
+                                        ("pyarrow.json.read_json", "pyarrow.json", "read_json")):
         try:
-            module = __import__(read, fromlist=["_"])
+            reader = getattr(importlib.import_module(module_name), function)
         except ImportError:
-            steps.append((name, math.nan, "not installed (not a dependency: pip install it into .venv to see it)"))
+            reads.append((name, None))
             continue
-        reader = module.read_ndjson if read == "polars" else module.read_json
         best = math.inf
         for _ in range(2):
             begin = time.perf_counter()
             reader(str(path))
             best = min(best, time.perf_counter() - begin)
-        steps.append((name, best, "columnar, every core, the read alone (best of 2)"))
-    return steps
+        reads.append((name, best))
+    return reads
 
 
-def floor_rows(rows: list[Row], window: Window, steps: list[tuple[str, float, str]], parse: float) -> None:
+def floor_rows(rows: list[Row], window: Window, steps: list[tuple[str, float, str]],
+               reads: list[tuple[str, float | None]], parse: float) -> None:
     total = 0.0
     rows.append((f"bare per-signal steps, {count_name(window.count)}", "",
                  "what every replay must do per signal before it correlates, in plain form with no checks; each row "
                  "adds one step (in process, collector paused)"))
     for name, seconds, note in steps:
-        if name.endswith(("read_ndjson", "read_json")):
-            value = "-" if math.isnan(seconds) else f"{seconds:.2f} s"
-            ratio = "" if math.isnan(seconds) else f"{seconds / parse:.2f}x orjson; "
-            rows.append((f"  {name}", value, ratio + note))
-            continue
         total += seconds
         rows.append((f"  + {name}", f"{seconds:.2f} s", f"{note}; {total / parse:.2f}x orjson so far"))
+    for name, seconds in reads:
+        if seconds is None:
+            rows.append((f"  {name}", "-", "not installed (not a dependency: pip install it into .venv to see it)"))
+        else:
+            rows.append((f"  {name}", f"{seconds:.2f} s",
+                         f"{seconds / parse:.2f}x orjson; columnar, every core, the read alone (best of 2)"))
     rows.append(("  bare steps, of the 3x budget", f"{total / (SPEED_GOAL * parse):.0%}",
                  f"{total:.2f} s of {SPEED_GOAL * parse:.2f} s, before dedup, suppression, grouping, the timeline "
                  "and the report"))
@@ -712,7 +721,7 @@ def main() -> int:
         replay_rows(rows, small, small_replay, small_parse, reader_s, goals=args.quick)
         replay_rows(rows, small, small_compare, small_parse, None, goals=args.quick)
         if args.quick:
-            floor_rows(rows, small, floors(small.path), small_parse)
+            floor_rows(rows, small, floors(small.path), columnar_reads(small.path), small_parse)
         small.path.unlink()
         if not args.quick:
             say(f"{BIG:,} signals: generating, parsing with orjson, one reader pass, one full replay (about a minute)")
@@ -723,11 +732,11 @@ def main() -> int:
             big_replay = full_replay(big, work)
             big_compare = full_replay(big, work, compare=True)
             # In this process, after the children: what it leaves on the heap would count in their ru_maxrss.
-            big_floors = floors(big.path)
+            big_floors = floors(big.path), columnar_reads(big.path)
             problems += big_replay.problems + big_compare.problems
             replay_rows(rows, big, big_replay, big_parse, reader_s, goals=True)
             replay_rows(rows, big, big_compare, big_parse, None, goals=True)
-            floor_rows(rows, big, big_floors, big_parse)
+            floor_rows(rows, big, *big_floors, big_parse)
             rows.append(("scaling, signals/s 1M / 100k", f"{big_replay.rate / small_replay.rate:.2f}x",
                          f"{small_replay.rate:,.0f} -> {big_replay.rate:,.0f} signals/s: ~1 means linear "
                          f"(under 1: slower per signal at 1M)"))
